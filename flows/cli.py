@@ -1,0 +1,166 @@
+"""Command line: `python -m flows.dub VIDEO --langs ja,en,ko [options]`.
+
+Parsing and --help import nothing heavy. Every user error ends as one `error: ...` line on stderr and
+a non-zero exit, before any work starts when it can be known up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from models.errors import DubError, InputError, NotImplementedRouteError
+
+EPILOG = """\
+environment:
+  DASHSCOPE_API_KEY            API key for the DashScope routes (never passed as a flag)
+  DASHSCOPE_HTTP_BASE_URL      override the region's API host (e.g. a proxy)
+  DASHSCOPE_COMPATIBLE_BASE_URL, DASHSCOPE_WEBSOCKET_BASE_URL   idem for the other endpoints
+  QWENDUB_CACHE_DIR            clip/translation cache (default ~/.cache/qwen-dub)
+
+example:
+  python -m flows.dub media_samples/sample.mp4 --langs ja,en,ko --voice Cherry
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.dub",
+        description="Dub a video into one or more languages with Qwen TTS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("video", nargs="?", type=Path, help="input video file")
+    p.add_argument("--langs", help="target languages, comma-separated: zh,en,de,it,pt,es,ja,ko,fr,ru")
+    p.add_argument("--out", type=Path, help="output folder (default: out/<video name>/)")
+    p.add_argument("--voice", default="Cherry", help="TTS voice (default Cherry; see --list-voices)")
+    p.add_argument("--tts", choices=["api", "local"], default="api", help="TTS route (default api: DashScope)")
+    p.add_argument("--translator", choices=["api", "local"], default="api", help="translation route (default api: Qwen-MT)")
+    p.add_argument("--asr-model", default="auto", metavar="NAME_OR_DIR",
+                   help="faster-whisper model name or CTranslate2 directory (default: large-v3 on GPU, small on CPU)")  # fmt: skip
+    p.add_argument("--separator", choices=["htdemucs", "none"], default="none",
+                   help="source separation (default none: dub over silence)")  # fmt: skip
+    p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
+    p.add_argument("--source-lang", help="language of the video (default: detected)")
+    p.add_argument("--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)")
+    p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
+    p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
+    p.add_argument("--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel API requests (default 8)")
+    p.add_argument("--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)")
+    p.add_argument("--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)")
+    p.add_argument("--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)")
+    p.add_argument("--cache-dir", type=Path, help="clip/translation cache (default ~/.cache/qwen-dub)")
+    p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def print_voices(model: str | None) -> None:
+    from models.voices import SYSTEM_VOICES, VOICES_BY_NAME, voices_for
+
+    voices = voices_for(model) if model else list(SYSTEM_VOICES)
+    print(f"{'voice':<14}{'sex':<5}{'dialect':<20}{'note':<32}models")
+    for v in voices:
+        fams = ",".join(sorted(VOICES_BY_NAME[v.name].families))
+        print(f"{v.name:<14}{v.sex:<5}{(v.dialect or '-'):<20}{v.note:<32}{fams}")
+
+
+def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept lazy)
+    from flows.config import build_config
+
+    if args.video is None:
+        raise InputError("no input video given (usage: python -m flows.dub VIDEO --langs ja,en,ko)")
+    if not args.langs:
+        raise InputError("no target languages given; use --langs, e.g. --langs ja,en,ko")
+    values: dict[str, object] = {
+        "video": args.video,
+        "langs": args.langs,
+        "out": args.out,
+        "voice": args.voice,
+        "tts": args.tts,
+        "translator": args.translator,
+        "asr_model": args.asr_model,
+        "separator": args.separator,
+        "region": args.region,
+        "source_lang": args.source_lang,
+        "stream": args.stream,
+        "tts_rpm": args.rpm,
+        "concurrency": args.concurrency,
+        "max_speedup": args.max_speedup,
+        "audio_codec": args.audio_codec,
+        "container": args.container,
+    }
+    for key, value in (("tts_model", args.tts_model), ("mt_model", args.mt_model), ("cache_dir", args.cache_dir)):
+        if value is not None:
+            values[key] = value
+    return build_config(**values)
+
+
+def preflight(config) -> None:  # config: DubConfig
+    """Everything that can be known before work starts: input, routes, key, output folder."""
+    from models.dashscope_common import api_key_from_env
+    from models.whisper_asr import resolve_model_name
+    from tasks.media import probe_media, require_tool
+    from tasks.separate import check_separator
+
+    require_tool("ffmpeg")
+    probe_media(config.video)
+    check_separator(config.separator)
+    if config.tts == "local":
+        raise NotImplementedRouteError("--tts local (qwen-tts on your GPU) is not available yet; use --tts api")
+    if config.translator == "local":
+        raise NotImplementedRouteError("--translator local is not available yet; use --translator api (Qwen-MT)")
+    if config.tts == "api" or config.translator == "api":
+        api_key_from_env()
+    resolve_model_name(config.asr_model)
+    out = config.out_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe_file = out / ".write-test"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.list_voices:
+            print_voices(args.tts_model)
+            return 0
+        config = config_from_args(args)
+        preflight(config)
+        from flows.logs import configure_prefect_environment
+
+        configure_prefect_environment(debug=args.debug)
+        from flows.dub import dub
+
+        result = dub(config)
+    except DubError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; finished lines are cached and a re-run resumes from them", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if args.debug:
+            raise
+        print(f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details", file=sys.stderr)
+        return 1
+    print(f"dubbed video: {result.video}")
+    print(f"report: {result.report}")
+    for lang, path in result.subtitles.items():
+        print(f"subtitles ({lang}): {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    raise SystemExit(main())

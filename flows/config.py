@@ -1,0 +1,115 @@
+"""The one typed, validated configuration of a dubbing job (the CLI and Prefect both build it).
+
+It never holds secrets: the DashScope key is read from the environment by the adapters, so the config
+can be stored as Prefect flow-run parameters and shown in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.errors import ConfigError
+from models.languages import LANGUAGES, get_language
+
+TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
+MT_DEFAULT_MODEL = "qwen-mt-flash"
+CACHE_ENV = "QWENDUB_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qwen-dub"
+
+
+class DubConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    video: Path = Field(description="Input video file")
+    langs: list[str] = Field(description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru")
+    out: Path | None = Field(default=None, description="Output folder (default out/<video name>/)")
+    voice: str = Field(default="Cherry", description="TTS voice (see --list-voices)")
+    tts: Literal["api", "local"] = "api"
+    translator: Literal["api", "local"] = "api"
+    asr_model: str = Field(default="auto", description="faster-whisper model name or CTranslate2 directory")
+    separator: Literal["htdemucs", "none"] = "none"
+    region: Literal["intl", "cn"] = "intl"
+    source_lang: str | None = Field(default=None, description="Source language; detected when omitted")
+    tts_model: str = TTS_DEFAULT_MODEL
+    mt_model: str = MT_DEFAULT_MODEL
+    stream: bool = Field(default=False, description="Take TTS audio from the SSE stream instead of the URL")
+    tts_rpm: int = Field(default=180, ge=1, description="DashScope TTS requests per minute (account limit)")
+    mt_rpm: int = Field(default=60, ge=1, description="Qwen-MT requests per minute")
+    concurrency: int = Field(default=8, ge=1, le=64, description="Parallel API requests")
+    max_speedup: float = Field(default=1.25, ge=1.0, le=2.0)
+    audio_codec: Literal["aac", "opus"] = "aac"
+    container: Literal["mkv", "mp4"] = "mkv"
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    retry_base_delay_s: float = Field(default=1.0, ge=0.0, le=60.0)
+
+    @field_validator("langs", mode="before")
+    @classmethod
+    def _split_langs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v for v in (p.strip() for p in value.split(",")) if v]
+        return value
+
+    @field_validator("langs")
+    @classmethod
+    def _known_langs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one target language")
+        codes: list[str] = []
+        for v in value:
+            code = get_language(v).code
+            if code not in codes:
+                codes.append(code)
+        return codes
+
+    @field_validator("source_lang")
+    @classmethod
+    def _known_source(cls, value: str | None) -> str | None:
+        return None if value in (None, "", "auto") else get_language(value).code
+
+    @model_validator(mode="after")
+    def _check_voice(self) -> DubConfig:
+        if self.tts == "api":
+            from models.voices import resolve_voice
+
+            resolve_voice(self.voice, self.tts_model)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.video.stem
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else Path("out") / self.name
+
+
+def build_config(**values: object) -> DubConfig:
+    """Build a config, turning pydantic's multi-line report into one line a user can act on."""
+    from pydantic import ValidationError
+
+    try:
+        return DubConfig(**values)  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, ConfigError):
+            raise inner from None
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        raise ConfigError(f"invalid {where}: {err.get('msg', 'bad value')}") from None
+
+
+SUPPORTED_LANGUAGE_CODES = tuple(LANGUAGES)

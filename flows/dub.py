@@ -1,0 +1,150 @@
+"""The `dub` flow: one video in, one video out with a dubbed audio track and subtitles per language.
+
+    python -m flows.dub VIDEO --langs ja,en,ko        (see flows/cli.py for every option)
+
+Stages (one Prefect task each, files between them):
+probe -> extract audio -> separate -> transcribe -> segment -> [per language, in parallel]
+translate -> synthesize -> assemble (fit, place, mix, subtitles) -> remux -> report
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect is imported
+    from flows.cli import main
+
+    raise SystemExit(main())
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.config import DubConfig
+from models.languages import get_language
+from tasks.assemble import assemble, measure_source_loudness
+from tasks.job import JobPaths
+from tasks.media import DubTrack, extract, probe, remux_task, working_layout
+from tasks.report import DISCLOSURE, build_report, write_report
+from tasks.segment import segment
+from tasks.separate import separate
+from tasks.synthesize import synthesize
+from tasks.transcribe import transcribe
+from tasks.translate import translate
+
+MAX_PARALLEL_LANGUAGES = 4  # languages share one API rate limit; more threads would only wait
+
+
+@dataclass(frozen=True)
+class DubResult:
+    video: Path
+    report: Path
+    subtitles: dict[str, Path]
+
+
+class StageClock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@flow(
+    name="dub",
+    flow_run_name="dub-{config.video.stem}",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_LANGUAGES),
+    log_prints=False,
+)
+def dub(config: DubConfig) -> DubResult:
+    """Dub a video into the requested languages with Qwen TTS."""
+    job = JobPaths(config.out_dir, config.name, config.container)
+    clock = StageClock()
+
+    with clock.stage("probe"):
+        info, video_digest = probe(config.video)
+    rate, channels = working_layout(info)
+    with clock.stage("extract"):
+        audio, audio_key = extract(info, video_digest, job.audio)
+        source_lufs = measure_source_loudness(audio)
+    with clock.stage("separate"):
+        stems = separate(audio, audio_key, config.separator)
+    with clock.stage("transcribe"):
+        transcript, transcript_key = transcribe(
+            stems.vocals, stems.key, config.asr_model, config.source_lang, job.transcript
+        )
+    with clock.stage("segment"):
+        source_lang, lines, _plan_key = segment(transcript, transcript_key, stems.vocals, job.segments)
+
+    langs = config.langs
+    with clock.stage("translate"):
+        translating = {
+            code: translate.submit(
+                code, source_lang, lines, config.translator, config.mt_model, config.region, config.mt_rpm,
+                config.concurrency, config.retry_base_delay_s, config.cache_dir, job.lines(code),
+            )  # fmt: skip
+            for code in langs
+        }
+        translated = {code: fut.result() for code, fut in translating.items()}
+    with clock.stage("synthesize"):
+        synthesizing = {
+            code: synthesize.submit(code, translated[code], config, job.clips_dir(code), job.clips_manifest(code))
+            for code in langs
+        }
+        synthesized = {code: fut.result() for code, fut in synthesizing.items()}
+    with clock.stage("assemble"):
+        assembling = {
+            code: assemble.submit(
+                code, translated[code], synthesized[code][0], stems.background, rate, channels, info.duration,
+                source_lufs, config.max_speedup, job.mix(code), job.srt(code), job.vtt(code),
+            )  # fmt: skip
+            for code in langs
+        }
+        tracks = [assembling[code].result() for code in langs]
+    with clock.stage("remux"):
+        dub_tracks = [DubTrack(get_language(t.language), Path(t.mix_wav), Path(t.srt)) for t in tracks]
+        voice_note = f" Voice: {config.voice} ({config.tts_model})." if config.tts == "api" else ""
+        final = remux_task(info, dub_tracks, job.final, config.audio_codec, DISCLOSURE + voice_note)
+
+    report = build_report(
+        job={
+            "video": config.video.name,
+            "sha256": video_digest,
+            "languages": langs,
+            "tts": config.tts,
+            "tts_model": config.tts_model,
+            "voice": config.voice,
+            "translator": config.translator,
+            "mt_model": config.mt_model,
+            "asr_model": transcript.model,
+            "separator": config.separator,
+            "region": config.region,
+        },
+        source={
+            "duration": info.duration,
+            "language": source_lang,
+            "language_probability": transcript.language_probability,
+            "integrated_lufs": round(source_lufs, 2),
+            "lines": len(lines),
+        },
+        tracks=tracks,
+        synthesis={code: synthesized[code][1] for code in langs},
+        outputs={
+            "video": str(final),
+            "subtitles": {code: {"srt": str(job.srt(code)), "vtt": str(job.vtt(code))} for code in langs},
+            "segments": str(job.segments),
+        },
+        stage_seconds=clock.seconds,
+        region=config.region,
+        max_speedup=config.max_speedup,
+    )
+    write_report(report, job.report)
+    return DubResult(video=final, report=job.report, subtitles={code: job.srt(code) for code in langs})

@@ -1,0 +1,190 @@
+"""Qwen TTS through DashScope (qwen3-tts-flash, qwen3-tts-instruct-flash) via the dashscope SDK.
+
+Audio comes either from the SSE stream (base64 PCM, no URL at all) or from the 24-hour result URL,
+which is downloaded immediately. Each request is paced by the shared limiter and retried only when the
+failure is transient (see dashscope_common.is_transient).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from typing import Any
+
+import numpy as np
+import requests
+import soundfile as sf
+
+from models.base import SynthesizedClip
+from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
+from models.errors import ConfigError, UpstreamError
+from models.languages import Language
+from models.pacing import shared_limiter
+from models.retry import CallStats, RetryPolicy, call_with_retries
+from models.text_split import split_text
+from models.voices import INSTRUCT_MODELS, resolve_voice
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24_000  # Hz: qwen3-tts-flash returns 24 kHz mono (WAV by URL, PCM s16le when streaming)
+MAX_REQUEST_CHARS = 600  # per-request `input.text` limit of the flash models
+DOWNLOAD_TIMEOUT_S = 60.0
+DEFAULT_TTS_MODEL = "qwen3-tts-flash-2025-11-27"  # snapshot-pinned; the bare alias may move
+
+
+class DashScopeTTS:
+    route = "api"
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_TTS_MODEL,
+        voice: str = "Cherry",
+        region: str = "intl",
+        stream: bool = False,
+        instructions: str | None = None,
+        rpm: int = 180,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.model = model
+        self.voice = resolve_voice(voice, model).name
+        if instructions and model not in INSTRUCT_MODELS:
+            raise ConfigError(f"--instructions needs an instruct model (e.g. qwen3-tts-instruct-flash), not {model}")
+        self.instructions = instructions
+        self.region = region
+        self.stream = stream
+        self.endpoint = Endpoint.for_region(region)
+        self.retry = retry or RetryPolicy()
+        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
+        self._api_key = api_key_from_env()
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "model": self.model,
+            "voice": self.voice,
+            "instructions": self.instructions or "",
+            "sample_rate": SAMPLE_RATE,
+        }
+
+    def synthesize(self, text: str, language: Language) -> SynthesizedClip:
+        """One line -> one clip. Lines over the request limit are split at sentence/clause boundaries and
+        the pieces concatenated (the service returns each piece with its own short edge silences)."""
+        pieces = split_text(text, MAX_REQUEST_CHARS)
+        if not pieces:
+            raise ConfigError("empty text cannot be synthesised")
+        stats = CallStats()
+        audio_parts: list[np.ndarray] = []
+        billed = 0
+        for piece in pieces:
+            audio, characters = call_with_retries(lambda p=piece: self._request(p, language), self.retry, stats=stats)
+            audio_parts.append(audio)
+            billed += characters
+        audio = np.concatenate(audio_parts) if len(audio_parts) > 1 else audio_parts[0]
+        return SynthesizedClip(
+            audio=audio,
+            sample_rate=SAMPLE_RATE,
+            billed_characters=billed,
+            attempts=stats.attempts,
+            requests=len(pieces),
+        )
+
+    # -- one request -------------------------------------------------------------------------------
+
+    def _call_kwargs(self, text: str, language: Language) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "api_key": self._api_key,
+            "text": text,
+            "voice": self.voice,
+            "language_type": language.name,  # instruct models reject lowercase names
+            "stream": self.stream,
+            "base_address": self.endpoint.http_base_url,
+        }
+        if self.instructions:
+            kwargs["instructions"] = self.instructions
+        return kwargs
+
+    def _request(self, text: str, language: Language) -> tuple[np.ndarray, int]:
+        from dashscope import MultiModalConversation  # lazy: keeps --help fast
+
+        with self.limiter.slot():
+            response = MultiModalConversation.call(**self._call_kwargs(text, language))
+            if self.stream:
+                return self._read_stream(response)
+            return self._read_single(response)
+
+    def _read_single(self, response: Any) -> tuple[np.ndarray, int]:
+        if response.status_code != 200:
+            raise upstream_error("speech synthesis", response.status_code, response.code or "", response.request_id)
+        url = response.output.audio.url
+        if not url:
+            raise UpstreamError("speech synthesis returned no audio URL", code="NoAudio")
+        audio = self._download(url)
+        return audio, int(_usage_characters(response))
+
+    def _read_stream(self, responses: Any) -> tuple[np.ndarray, int]:
+        chunks: list[bytes] = []
+        characters = 0
+        finished = False
+        for part in responses:
+            if part.status_code != 200:
+                raise upstream_error("speech synthesis (stream)", part.status_code, part.code or "", part.request_id)
+            audio = part.output.audio if part.output else None
+            if audio is not None and audio.data:
+                chunks.append(base64.b64decode(audio.data))
+            if part.output and part.output.finish_reason == "stop":
+                finished = True
+                characters = int(_usage_characters(part))
+        if not finished:
+            raise UpstreamError("speech synthesis stream ended before completion", code="StreamTruncated", transient=True)
+        pcm = np.frombuffer(b"".join(chunks), dtype="<i2")
+        if pcm.size == 0:
+            raise UpstreamError("speech synthesis stream carried no audio", code="NoAudio", transient=True)
+        return pcm.astype(np.float32) / 32768.0, characters
+
+    def _download(self, url: str) -> np.ndarray:
+        """Fetch the result WAV now (it expires after 24 h). Transport errors and 5xx are retried here;
+        an expired or missing URL (403/404) is reported as transient so the caller re-requests once more
+        under its own retry budget. The URL is never logged: it carries a signature."""
+
+        def fetch() -> bytes:
+            resp = requests.get(url, timeout=DOWNLOAD_TIMEOUT_S)
+            if resp.status_code in (403, 404):
+                raise UpstreamError(
+                    f"audio result URL refused the download (HTTP {resp.status_code}, expired?)",
+                    code="ResultUrlExpired",
+                    status=resp.status_code,
+                    transient=True,
+                )
+            if resp.status_code != 200:
+                raise upstream_error("audio download", resp.status_code, "DownloadFailed")
+            return resp.content
+
+        data = call_with_retries(fetch, RetryPolicy(max_attempts=3, base_delay_s=self.retry.base_delay_s))
+        return decode_verified_wav(data, SAMPLE_RATE)
+
+
+def decode_verified_wav(data: bytes, expected_rate: int) -> np.ndarray:
+    """Decode a WAV and check it is what a clip must be: decodable, non-empty, mono at the expected rate."""
+    try:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise UpstreamError(f"downloaded audio is not a readable WAV ({exc.__class__.__name__})", code="BadAudio") from None
+    if rate != expected_rate:
+        raise UpstreamError(f"downloaded audio is {rate} Hz, expected {expected_rate}", code="BadAudio")
+    if audio.shape[0] == 0:
+        raise UpstreamError("downloaded audio is empty", code="BadAudio", transient=True)
+    return audio.mean(axis=1)
+
+
+def _usage_characters(response: Any) -> int:
+    usage = getattr(response, "usage", None)
+    if not usage:
+        return 0
+    try:
+        return int(usage["characters"])
+    except (KeyError, TypeError):
+        return int(getattr(usage, "characters", 0) or 0)

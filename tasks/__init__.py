@@ -1,0 +1,1 @@
+"""One module per pipeline stage: a thin Prefect task plus the plain functions it calls."""

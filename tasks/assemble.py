@@ -1,0 +1,149 @@
+"""Assembly stage per language: fit every clip to its slot, place it, mix over the background at the
+source loudness, and write the dub track and its subtitles."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+
+from models.languages import get_language
+from tasks.files import atomic_path
+from tasks.fit import fit_clip_to_slot, place_clips
+from tasks.media import STAGE
+from tasks.mix import integrated_loudness, mix_dub, true_peak_db
+from tasks.progress import stage_logger
+from tasks.subtitles import cues_for_track, write_srt, write_vtt
+from tasks.synthesize import ClipRecord
+from tasks.translate import TranslatedLine
+
+
+@dataclass
+class LineTiming:
+    index: int
+    start: float
+    slot_end: float
+    clip_s: float  # synthesized clip, silence trimmed
+    placed_s: float  # after fitting
+    speed: float
+    truncated_s: float
+
+
+@dataclass
+class TrackResult:
+    language: str
+    mix_wav: str
+    srt: str
+    vtt: str
+    integrated_lufs: float
+    true_peak_dbtp: float
+    dialogue_gain_db: float
+    timings: list[LineTiming]
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return audio, rate
+
+
+def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
+    if src == dst:
+        return audio
+    import librosa
+
+    return librosa.resample(audio, orig_sr=src, target_sr=dst, res_type="soxr_hq").astype(np.float32)
+
+
+def assemble_track(
+    lines: list[TranslatedLine],
+    clips: list[ClipRecord],
+    background: np.ndarray,
+    rate: int,
+    target_lufs: float,
+    max_speedup: float,
+) -> tuple[np.ndarray, float, list[LineTiming]]:
+    fits, timings = [], []
+    for line, clip in zip(lines, clips, strict=True):
+        audio, clip_rate = sf.read(clip.path, dtype="float32")
+        if audio.ndim > 1:
+            audio = audio.mean(axis=1)
+        fit = fit_clip_to_slot(audio, clip_rate, line.start, line.slot_end, max_speedup)
+        fit.audio = resample(fit.audio, clip_rate, rate)
+        fits.append(fit)
+        timings.append(
+            LineTiming(
+                index=line.index,
+                start=round(line.start, 3),
+                slot_end=round(line.slot_end, 3),
+                clip_s=round(fit.source_duration, 3),
+                placed_s=round(fit.audio.size / rate, 3),
+                speed=round(fit.speed, 3),
+                truncated_s=round(fit.truncated_s, 3),
+            )
+        )
+    dub = place_clips(fits, rate, background.shape[0])
+    mix, gain_db = mix_dub(dub, background, rate, target_lufs)
+    return mix, gain_db, timings
+
+
+@task(name="assemble", task_run_name="assemble-{lang_code}", **STAGE)
+def assemble(
+    lang_code: str,
+    lines: list[TranslatedLine],
+    clips: list[ClipRecord],
+    background_wav: Path | None,
+    rate: int,
+    channels: int,
+    duration: float,
+    target_lufs: float,
+    max_speedup: float,
+    mix_wav: Path,
+    srt_path: Path,
+    vtt_path: Path,
+) -> TrackResult:
+    language = get_language(lang_code)
+    total = int(round(duration * rate))
+    if background_wav is not None:
+        background, bg_rate = read_audio(background_wav)
+        background = resample(background, bg_rate, rate)[:total]
+        background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
+    else:
+        background = np.zeros((total, channels), dtype=np.float32)
+    mix, gain_db, timings = assemble_track(lines, clips, background, rate, target_lufs, max_speedup)
+    with atomic_path(mix_wav) as tmp:
+        sf.write(str(tmp), mix, rate, subtype="FLOAT")
+    cues = cues_for_track([(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration)
+    write_srt(cues, srt_path)
+    write_vtt(cues, vtt_path, language.code)
+    result = TrackResult(
+        language=lang_code,
+        mix_wav=str(mix_wav),
+        srt=str(srt_path),
+        vtt=str(vtt_path),
+        integrated_lufs=round(integrated_loudness(mix, rate), 2),
+        true_peak_dbtp=round(true_peak_db(mix), 2),
+        dialogue_gain_db=round(gain_db, 2),
+        timings=timings,
+    )
+    stretched = sum(1 for t in timings if t.speed > 1.0)
+    truncated = sum(1 for t in timings if t.truncated_s > 0)
+    stage_logger().info(
+        "assembled lang=%s lines=%d stretched=%d truncated=%d lufs=%.1f true_peak=%.1f",
+        lang_code, len(timings), stretched, truncated, result.integrated_lufs, result.true_peak_dbtp,
+    )  # fmt: skip
+    return result
+
+
+@task(name="measure-loudness", **STAGE)
+def measure_source_loudness(audio_wav: Path) -> float:
+    audio, rate = read_audio(audio_wav)
+    lufs = integrated_loudness(audio, rate)
+    stage_logger().info("source loudness lufs=%.1f", lufs)
+    return lufs
+
+
+def timings_as_dicts(result: TrackResult) -> list[dict[str, float]]:
+    return [asdict(t) for t in result.timings]

@@ -1,0 +1,104 @@
+"""Fit each synthesized clip into its line's slot: trim, stretch (pitch kept) up to a cap, place.
+
+The slot runs from the line's start to its end plus the pause that follows (never into the next line).
+A clip that fits is placed at the line start unstretched; a longer one is time-stretched with Rubber
+Band's R3 engine up to MAX_SPEEDUP; what still does not fit is faded out at the slot end and flagged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+
+TRIM_THRESHOLD_DBFS = -45.0  # below this a clip's edge is silence (TTS edge padding measures < -60)
+EDGE_FADE_S = 0.005  # 5 ms raised-cosine fades: removes clicks at cut points, inaudible on speech
+OVERFLOW_FADE_S = 0.12  # last-resort fade-out when a clip still overruns its slot at the cap
+DEFAULT_MAX_SPEEDUP = 1.25  # beyond this, speech sounds hurried (quality.md: speed factor <= 1.25)
+
+
+@dataclass
+class FitResult:
+    audio: np.ndarray  # mono float32 at the clip's rate, ready to place at `start`
+    start: float
+    duration: float
+    speed: float  # >1 means sped up
+    truncated_s: float  # audio cut at the slot end (0 when it fit)
+    source_duration: float  # trimmed clip duration before stretching
+
+
+def trim_silence(audio: np.ndarray, rate: int, threshold_dbfs: float = TRIM_THRESHOLD_DBFS) -> np.ndarray:
+    """Drop leading/trailing samples whose 10 ms RMS stays under the threshold."""
+    hop = max(1, int(0.01 * rate))
+    n = audio.size // hop
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms) > threshold_dbfs)
+    if loud.size == 0:
+        return audio[:0]
+    return audio[loud[0] * hop : min(audio.size, (loud[-1] + 1) * hop)]
+
+
+def fade_edges(audio: np.ndarray, rate: int, fade_s: float = EDGE_FADE_S) -> np.ndarray:
+    n = min(int(fade_s * rate), audio.size // 2)
+    if n <= 1:
+        return audio
+    ramp = (0.5 - 0.5 * np.cos(np.linspace(0, np.pi, n))).astype(audio.dtype)
+    out = audio.copy()
+    out[:n] *= ramp
+    out[-n:] *= ramp[::-1]
+    return out
+
+
+def time_stretch(audio: np.ndarray, rate: int, speed: float) -> np.ndarray:
+    """Pitch-preserving tempo change with Rubber Band (R3 "fine" engine, the best-sounding on speech).
+    `speed` > 1 shortens. pyrubberband shells out to the `rubberband` CLI (rubberband-cli package)."""
+    if abs(speed - 1.0) < 1e-3:
+        return audio
+    if shutil.which("rubberband") is None:
+        from models.errors import MissingToolError
+
+        raise MissingToolError("rubberband is not installed; run `make setup` (Debian: rubberband-cli)")
+    import pyrubberband
+
+    out = pyrubberband.time_stretch(audio.astype(np.float32), rate, speed, rbargs={"--fine": ""})
+    return np.asarray(out, dtype=np.float32)
+
+
+def fit_clip_to_slot(
+    audio: np.ndarray,
+    rate: int,
+    start: float,
+    slot_end: float,
+    max_speedup: float = DEFAULT_MAX_SPEEDUP,
+) -> FitResult:
+    clip = trim_silence(audio, rate)
+    source_duration = clip.size / rate
+    slot = max(slot_end - start, 0.05)
+    speed = 1.0
+    if source_duration > slot:
+        speed = min(source_duration / slot, max_speedup)
+        clip = time_stretch(clip, rate, speed)
+    truncated = 0.0
+    limit = int(round(slot * rate))
+    if clip.size > limit:
+        truncated = (clip.size - limit) / rate
+        clip = clip[:limit].copy()
+        n = min(int(OVERFLOW_FADE_S * rate), clip.size)
+        clip[-n:] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+    clip = fade_edges(clip.astype(np.float32), rate)
+    return FitResult(clip, start, clip.size / rate, speed, truncated, source_duration)
+
+
+def place_clips(fits: list[FitResult], rate: int, total_samples: int) -> np.ndarray:
+    """Sum fitted clips into one mono track, each at its start sample (sample-accurate)."""
+    track = np.zeros(total_samples, dtype=np.float32)
+    for fit in fits:
+        at = int(round(fit.start * rate))
+        if at >= total_samples:
+            continue
+        end = min(total_samples, at + fit.audio.size)
+        track[at:end] += fit.audio[: end - at]
+    return track

@@ -1,0 +1,64 @@
+"""Where a job's files live. Everything a user may read or edit sits at the top of the job folder;
+intermediate files sit in work/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+    name: str
+    container: str = "mkv"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def audio(self) -> Path:
+        return self.work / "audio.wav"
+
+    @property
+    def vocals(self) -> Path:
+        return self.work / "vocals.wav"
+
+    @property
+    def background(self) -> Path:
+        return self.work / "background.wav"
+
+    @property
+    def transcript(self) -> Path:
+        return self.work / "transcript.json"
+
+    @property
+    def segments(self) -> Path:
+        return self.root / "segments.json"
+
+    def lines(self, lang: str) -> Path:
+        return self.root / f"lines.{lang}.json"
+
+    def clips_dir(self, lang: str) -> Path:
+        return self.work / "clips" / lang
+
+    def clips_manifest(self, lang: str) -> Path:
+        return self.work / f"clips.{lang}.json"
+
+    def mix(self, lang: str) -> Path:
+        return self.work / f"mix.{lang}.wav"
+
+    def srt(self, lang: str) -> Path:
+        return self.root / f"{self.name}.{lang}.srt"
+
+    def vtt(self, lang: str) -> Path:
+        return self.root / f"{self.name}.{lang}.vtt"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def final(self) -> Path:
+        return self.root / f"{self.name}.dubbed.{self.container}"

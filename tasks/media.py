@@ -1,0 +1,239 @@
+"""Probe, audio extraction and the final remux, with ffprobe/ffmpeg.
+
+ffmpeg runs through subprocess with argument lists (never a shell string); its stderr is kept out of
+the console and only its last line is quoted in an error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import InputError, MissingToolError, UpstreamError
+from models.languages import Language
+from tasks.files import atomic_path
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    index: int  # absolute stream index in the input
+    codec: str
+    sample_rate: int
+    channels: int
+    language: str | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    duration: float  # seconds, of the container (what the dub tracks must match)
+    video_codec: str
+    width: int
+    height: int
+    audio: tuple[AudioStream, ...]
+    subtitle_count: int
+    format_name: str
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"{name} is not installed; run `make setup` (or install ffmpeg/rubberband)")
+    return path
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UpstreamError(f"ffmpeg failed to {what}: {last}", code="ffmpeg")
+
+
+def probe_media(path: Path) -> MediaInfo:
+    """Validate the input: it exists, ffprobe reads it, it has a video stream and an audio stream."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input video not found: {path}")
+    if not path.is_file():
+        raise InputError(f"input is not a file: {path}")
+    ffprobe = require_tool("ffprobe")
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise InputError(f"not a readable video file: {path.name}")
+    import json
+
+    data: dict[str, Any] = json.loads(proc.stdout or "{}")
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
+    if not videos:
+        raise InputError(f"{path.name} has no video stream (is it an audio or image file?)")
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if not audios:
+        raise InputError(f"{path.name} has no audio stream: there is nothing to dub")
+    try:
+        duration = float(fmt.get("duration") or videos[0].get("duration") or 0.0)
+    except ValueError:
+        duration = 0.0
+    if duration <= 0:
+        raise InputError(f"{path.name}: cannot tell its duration (broken or still being written?)")
+    return MediaInfo(
+        path=path,
+        duration=duration,
+        video_codec=videos[0].get("codec_name", "?"),
+        width=int(videos[0].get("width", 0)),
+        height=int(videos[0].get("height", 0)),
+        audio=tuple(
+            AudioStream(
+                index=int(s["index"]),
+                codec=s.get("codec_name", "?"),
+                sample_rate=int(s.get("sample_rate", 48000)),
+                channels=int(s.get("channels", 2)),
+                language=(s.get("tags") or {}).get("language"),
+            )
+            for s in audios
+        ),
+        subtitle_count=sum(1 for s in streams if s.get("codec_type") == "subtitle"),
+        format_name=fmt.get("format_name", ""),
+    )
+
+
+def working_layout(info: MediaInfo) -> tuple[int, int]:
+    """Sample rate and channel count the dub is produced at: those of the first audio stream, with
+    surround folded to stereo (a dubbed dialogue track in 5.1 would need a centre-channel mix we do not
+    attempt)."""
+    first = info.audio[0]
+    return first.sample_rate, min(first.channels, 2)
+
+
+def extract_audio(info: MediaInfo, out_wav: Path) -> Path:
+    """The first audio stream as PCM WAV at its own rate (channels folded to stereo at most), padded or
+    cut to the container duration so every later track lines up with the video sample-for-sample."""
+    rate, channels = working_layout(info)
+    with atomic_path(out_wav) as tmp:
+        run_ffmpeg(
+            [
+                "-i", str(info.path),
+                "-map", f"0:{info.audio[0].index}", "-vn",
+                "-ac", str(channels), "-ar", str(rate),
+                "-af", f"apad=whole_dur={info.duration:.6f}", "-t", f"{info.duration:.6f}",
+                "-c:a", "pcm_f32le", str(tmp),
+            ],
+            "extract the audio track",
+        )  # fmt: skip
+    return out_wav
+
+
+@dataclass(frozen=True)
+class DubTrack:
+    language: Language
+    audio_wav: Path
+    subtitles_srt: Path
+
+
+AUDIO_CODECS = {"aac": ["-c:a:{i}", "aac", "-b:a:{i}", "192k"], "opus": ["-c:a:{i}", "libopus", "-b:a:{i}", "128k"]}
+
+
+def remux(
+    info: MediaInfo,
+    tracks: list[DubTrack],
+    out_file: Path,
+    *,
+    audio_codec: str = "aac",
+    disclosure: str,
+) -> Path:
+    """Source video stream(s) copied bit-exact, original audio kept first (not default), one dubbed
+    track per language (ISO 639-2 tag, "<Language> (AI dub)" title, the first one default), one soft
+    subtitle track per language, and container metadata saying the dub is AI-generated."""
+    mp4 = out_file.suffix.lower() in (".mp4", ".m4v", ".mov")
+    args: list[str] = ["-i", str(info.path)]
+    for t in tracks:
+        args += ["-i", str(t.audio_wav)]
+    for t in tracks:
+        args += ["-f", "srt", "-i", str(t.subtitles_srt)]
+    args += ["-map", "0:V", "-map", "0:a"]
+    if not mp4:
+        args += ["-map", "0:s?", "-map", "0:t?"]
+    for n in range(len(tracks)):
+        args += ["-map", f"{1 + n}:a:0"]
+    for n in range(len(tracks)):
+        args += ["-map", f"{1 + len(tracks) + n}:s:0"]
+    args += ["-map_metadata", "0", "-map_chapters", "0", "-c:v", "copy", "-c:s", "copy", "-c:t", "copy"]
+    n_orig = len(info.audio)
+    for i in range(n_orig):
+        args += [f"-c:a:{i}", "copy", f"-disposition:a:{i}", "0"]
+    for n, t in enumerate(tracks):
+        i = n_orig + n
+        args += [part.format(i=i) for part in AUDIO_CODECS[audio_codec]]
+        args += [
+            f"-metadata:s:a:{i}", f"language={t.language.iso639_2}",
+            f"-metadata:s:a:{i}", f"title={t.language.track_title}",
+            f"-disposition:a:{i}", "default" if n == 0 else "0",
+        ]  # fmt: skip
+    n_orig_subs = 0 if mp4 else info.subtitle_count
+    for n, t in enumerate(tracks):
+        j = n_orig_subs + n
+        args += [
+            f"-c:s:{j}", "mov_text" if mp4 else "srt",
+            f"-metadata:s:s:{j}", f"language={t.language.iso639_2}",
+            f"-metadata:s:s:{j}", f"title={t.language.name} (AI dub subtitles)",
+        ]  # fmt: skip
+    args += ["-metadata", f"comment={disclosure}", "-metadata", "AI_GENERATED=dubbed audio tracks are AI-generated"]
+    if mp4:
+        args += ["-movflags", "+faststart"]
+    with atomic_path(out_file) as tmp:
+        run_ffmpeg([*args, str(tmp)], f"write {out_file.name}")
+    return out_file
+
+
+# -- Prefect tasks -----------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402 - plain functions above stay importable without a run
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from tasks.files import content_key, is_fresh, mark_fresh, sha256_file  # noqa: E402
+from tasks.progress import stage_logger  # noqa: E402
+
+# Stage outputs are keyed by content (tasks.files), not by Prefect's cache: Prefect hashes a Path input
+# as its string and returns cached Paths whose file is gone (see shared docs, environment.md).
+STAGE = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="probe", **STAGE)
+def probe(video: Path) -> tuple[MediaInfo, str]:
+    """Validate the input and fingerprint its contents (the root of every cache key)."""
+    info = probe_media(video)
+    digest = sha256_file(info.path)
+    stage_logger().info(
+        "probed duration_s=%.2f video=%s %dx%d audio_streams=%d sha256=%s",
+        info.duration, info.video_codec, info.width, info.height, len(info.audio), digest[:12],
+    )  # fmt: skip
+    return info, digest
+
+
+@task(name="extract-audio", **STAGE)
+def extract(info: MediaInfo, video_digest: str, out_wav: Path) -> tuple[Path, str]:
+    key = content_key("extract-v1", video_digest, working_layout(info), info.duration)
+    if not is_fresh(out_wav, key):
+        extract_audio(info, out_wav)
+        mark_fresh(out_wav, key)
+    return out_wav, key
+
+
+@task(name="remux", **STAGE)
+def remux_task(info: MediaInfo, tracks: list[DubTrack], out_file: Path, audio_codec: str, disclosure: str) -> Path:
+    remux(info, tracks, out_file, audio_codec=audio_codec, disclosure=disclosure)
+    stage_logger().info("wrote output=%s tracks=%d", out_file.name, len(tracks))
+    return out_file

@@ -1,0 +1,104 @@
+"""The per-job report: report.json beside the output and a summary artifact in Prefect.
+
+Neither holds script text (the lines files do); both hold timings, stretch, loudness and cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from models.billing import price
+from tasks.assemble import TrackResult
+from tasks.files import write_json_atomic
+from tasks.media import STAGE
+from tasks.progress import stage_logger
+
+DISCLOSURE = "Dubbed audio tracks are AI-generated (Qwen TTS); translation is machine-generated."
+
+
+def track_summary(track: TrackResult, max_speedup: float) -> dict[str, Any]:
+    n = max(len(track.timings), 1)
+    within = sum(1 for t in track.timings if t.speed <= max_speedup + 1e-6 and t.truncated_s == 0)
+    return {
+        "lines": len(track.timings),
+        "stretched": sum(1 for t in track.timings if t.speed > 1.0),
+        "truncated": sum(1 for t in track.timings if t.truncated_s > 0),
+        "share_within_cap": round(within / n, 4),
+        "max_speed": max((t.speed for t in track.timings), default=1.0),
+        "max_truncated_s": max((t.truncated_s for t in track.timings), default=0.0),
+        "integrated_lufs": track.integrated_lufs,
+        "true_peak_dbtp": track.true_peak_dbtp,
+        "dialogue_gain_db": track.dialogue_gain_db,
+    }
+
+
+def build_report(
+    *,
+    job: dict[str, Any],
+    source: dict[str, Any],
+    tracks: list[TrackResult],
+    synthesis: dict[str, dict[str, float]],
+    outputs: dict[str, Any],
+    stage_seconds: dict[str, float],
+    region: str,
+    max_speedup: float,
+) -> dict[str, Any]:
+    billed = int(sum(s.get("billed_characters", 0) for s in synthesis.values()))
+    amount, currency = price(billed, region)
+    return {
+        "ai_disclosure": DISCLOSURE,
+        "job": job,
+        "source": source,
+        "tracks": {
+            t.language: {
+                **track_summary(t, max_speedup),
+                "synthesis": synthesis.get(t.language, {}),
+                "lines_timing": [asdict(x) for x in t.timings],
+            }
+            for t in tracks
+        },
+        "cost": {"billed_characters": billed, "amount": round(amount, 6), "currency": currency},
+        "outputs": outputs,
+        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+    }
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    rows = [
+        "| language | lines | stretched | truncated | within cap | LUFS | true peak | characters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for lang, t in report["tracks"].items():
+        rows.append(
+            f"| {lang} | {t['lines']} | {t['stretched']} | {t['truncated']} | {t['share_within_cap']:.0%} | "
+            f"{t['integrated_lufs']} | {t['true_peak_dbtp']} | {int(t['synthesis'].get('billed_characters', 0))} |"
+        )
+    cost = report["cost"]
+    return "\n".join(
+        [
+            f"# Dub of {report['job']['video']}",
+            f"Output: `{report['outputs']['video']}`",
+            "",
+            *rows,
+            "",
+            f"Billed characters this run: {cost['billed_characters']} ({cost['amount']} {cost['currency']})",
+            "",
+            f"_{report['ai_disclosure']}_",
+        ]
+    )
+
+
+@task(name="report", **STAGE)
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    write_json_atomic(path, report)
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(summary_markdown(report), key="dub-summary", description="Dubbing job summary")
+    except Exception as exc:  # noqa: BLE001 - an artifact is a convenience; the report file is the record
+        stage_logger().warning("summary artifact not created: %s", type(exc).__name__)
+    return path

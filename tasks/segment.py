@@ -1,0 +1,353 @@
+"""Turn a transcript into dubbing lines: the editable segment plan (segments.json).
+
+Lines are built from word timings: a line ends at a sentence end or at a pause, fragments shorter
+than MIN_LINE_S are merged into a neighbour, lines longer than MAX_LINE_S are split at their longest
+pause. Each line records the pause that follows it: the time its dub may borrow.
+
+Whisper's word starts run late (measured on the bundled sample with tiny.en: +0.11..+0.39 s, mean
++0.24 s), which would make every dubbed line start late. So each line's start is snapped to the speech
+onset in the audio's energy envelope near the recognised start (see refine_line_edges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import Transcript, Word
+from models.errors import InputError
+
+SENTENCE_END = (".", "!", "?", "。", "！", "？", "…", "؟")
+PAUSE_SPLIT_S = 0.6  # a silence this long between words ends a line even mid-sentence
+CLAUSE_PAUSE_SPLIT_S = 0.3  # after a comma/semicolon a shorter pause is enough
+CLAUSE_END = (",", ";", ":", "，", "；", "：", "、")
+MIN_LINE_S = 1.0  # shorter fragments are merged into a neighbour (too short to dub naturally)
+MAX_LINE_S = 12.0  # longer lines are split at their longest internal pause
+MERGE_MAX_GAP_S = 1.5  # never merge across a silence longer than this
+# Whisper hallucination filters (the thresholds faster-whisper/openai-whisper use for their fallbacks)
+NO_SPEECH_PROB_MAX = 0.6
+AVG_LOGPROB_MIN = -1.0
+COMPRESSION_RATIO_MAX = 2.4
+
+
+@dataclass
+class Line:
+    index: int
+    start: float
+    end: float
+    text: str
+    pause_after: float = 0.0  # silence until the next line starts (or until the end of the audio)
+    speaker: str = "S1"
+
+    @property
+    def slot_end(self) -> float:
+        return self.end + self.pause_after
+
+
+def usable_words(transcript: Transcript) -> list[Word]:
+    """Words from segments that are not Whisper hallucinations, and no verbatim repeats of the previous
+    segment (the repetition-loop failure mode)."""
+    words: list[Word] = []
+    previous_text = None
+    for seg in transcript.segments:
+        hallucinated = seg.no_speech_prob > NO_SPEECH_PROB_MAX and seg.avg_logprob < AVG_LOGPROB_MIN
+        if hallucinated or seg.compression_ratio > COMPRESSION_RATIO_MAX:
+            continue
+        if previous_text is not None and seg.text.strip().lower() == previous_text:
+            continue
+        previous_text = seg.text.strip().lower()
+        words.extend(w for w in seg.words if w.text.strip())
+    return words
+
+
+def _join(words: list[Word]) -> str:
+    text = "".join(w.text for w in words).strip()
+    return " ".join(text.split())
+
+
+def _split_long(words: list[Word]) -> list[list[Word]]:
+    if len(words) < 2 or words[-1].end - words[0].start <= MAX_LINE_S:
+        return [words]
+    gaps = [words[i + 1].start - words[i].end for i in range(len(words) - 1)]
+    # prefer a sentence/clause boundary, then the longest pause
+    scores = [g + (0.5 if _ends_clause(words[i]) else 0.0) for i, g in enumerate(gaps)]
+    cut = int(np.argmax(scores)) + 1
+    return _split_long(words[:cut]) + _split_long(words[cut:])
+
+
+def _ends_sentence(group: list[Word]) -> bool:
+    return group[-1].text.strip().endswith(SENTENCE_END)
+
+
+def _ends_clause(word: Word) -> bool:
+    return word.text.strip().endswith(CLAUSE_END)
+
+
+def _merge_short(groups: list[list[Word]]) -> list[list[Word]]:
+    """Merge fragments shorter than MIN_LINE_S into a neighbour: into the one in the same sentence when
+    there is one (a fragment after a sentence end belongs to what follows), else across the shorter gap."""
+    groups = [g for g in groups if g]
+    i = 0
+    while i < len(groups) and len(groups) > 1:
+        g = groups[i]
+        if g[-1].end - g[0].start >= MIN_LINE_S:
+            i += 1
+            continue
+        prev_gap = g[0].start - groups[i - 1][-1].end if i > 0 else float("inf")
+        next_gap = groups[i + 1][0].start - g[-1].end if i + 1 < len(groups) else float("inf")
+        same_sentence_prev = i > 0 and not _ends_sentence(groups[i - 1])
+        same_sentence_next = i + 1 < len(groups) and not _ends_sentence(g)
+        if same_sentence_prev and prev_gap <= MERGE_MAX_GAP_S and not (same_sentence_next and next_gap < prev_gap):
+            groups[i - 1] = groups[i - 1] + g
+            del groups[i]
+            i -= 1
+        elif same_sentence_next and next_gap <= MERGE_MAX_GAP_S:
+            groups[i] = g + groups[i + 1]
+            del groups[i + 1]
+        elif min(prev_gap, next_gap) <= MERGE_MAX_GAP_S:
+            if prev_gap <= next_gap:
+                groups[i - 1] = groups[i - 1] + g
+                del groups[i]
+                i -= 1
+            else:
+                groups[i] = g + groups[i + 1]
+                del groups[i + 1]
+        else:
+            i += 1  # isolated short utterance ("Yes."): keep it as its own line
+    return groups
+
+
+def build_lines(words: list[Word], duration: float) -> list[Line]:
+    groups: list[list[Word]] = []
+    current: list[Word] = []
+    for word in words:
+        if current:
+            prev = current[-1]
+            gap = word.start - prev.end
+            sentence_end = prev.text.strip().endswith(SENTENCE_END)
+            if sentence_end or gap >= PAUSE_SPLIT_S or (gap >= CLAUSE_PAUSE_SPLIT_S and _ends_clause(prev)):
+                groups.append(current)
+                current = []
+        current.append(word)
+    if current:
+        groups.append(current)
+    groups = [piece for g in groups for piece in _split_long(g)]
+    lines = [Line(i, g[0].start, g[-1].end, _join(g)) for i, g in enumerate(_merge_short(groups))]
+    set_pauses(lines, duration)
+    return lines
+
+
+def set_pauses(lines: list[Line], duration: float) -> None:
+    for a, b in zip(lines, lines[1:], strict=False):
+        a.pause_after = max(0.0, round(b.start - a.end, 3))
+    if lines:
+        lines[-1].pause_after = max(0.0, round(duration - lines[-1].end, 3))
+
+
+# -- onset refinement --------------------------------------------------------------------------------
+
+FRAME_S = 0.02  # energy frame (20 ms) and hop (10 ms): the usual speech-analysis resolution
+HOP_S = 0.01
+ONSET_BELOW_PEAK_DB = 18.0  # speech edge = envelope crosses (line's loud level - 18 dB) ...
+ABOVE_BACKGROUND_DB = 8.0  # ... and stands this far above the gap's level (music bed)
+END_SEARCH_FORWARD_S = 0.3
+MAX_DIP_S = 0.12  # quiet runs shorter than this are inside speech (stop closures, short breaths)
+ONSET_SEARCH_BACK_S = 0.6  # how far before the recognised start an onset may be
+ONSET_SEARCH_FORWARD_S = 0.6  # tiny.en put a start 0.41 s early on the sample
+
+
+def frame_db(audio: np.ndarray, rate: int) -> np.ndarray:
+    """RMS level per hop in dBFS of a mono signal."""
+    frame, hop = int(FRAME_S * rate), int(HOP_S * rate)
+    if audio.size < frame:
+        return np.full(1, -120.0)
+    n = 1 + (audio.size - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    rms = np.sqrt(np.mean(audio[idx] ** 2, axis=1) + 1e-12)
+    return 20 * np.log10(rms + 1e-12)
+
+
+def refine_line_edges(lines: list[Line], audio: np.ndarray, rate: int, duration: float) -> None:
+    """Snap each line's edges to where its speech begins and ends in the energy envelope.
+
+    Threshold per line: ONSET_BELOW_PEAK_DB under the line's loud level, and at least
+    ABOVE_BACKGROUND_DB over the level of the gap before it (the music bed when separation is off).
+    Start: from the first loud frame at or after the recognised start, walk back while frames stay loud;
+    accepted only if a quiet frame is reached inside the search window (else the region is ambiguous
+    and the recognised start is kept). End: the last loud frame before the recognised end (+ a little).
+    Edges never cross a neighbouring line."""
+    db = frame_db(audio, rate)
+    last = len(db) - 1
+
+    def frame_of(t: float) -> int:
+        return int(np.clip(round(t / HOP_S), 0, last))
+
+    max_dip = int(round(MAX_DIP_S / HOP_S))
+
+    def walk_back(f: int, lo: int, threshold: float) -> tuple[int, bool]:
+        """Earliest loud frame reachable from loud frame f going back, crossing quiet dips shorter than
+        MAX_DIP_S (stop closures inside words); True when a real silence (not the floor) stopped it."""
+        earliest, quiet = f, 0
+        while f > lo:
+            f -= 1
+            if db[f] > threshold:
+                earliest, quiet = f, 0
+            else:
+                quiet += 1
+                if quiet >= max_dip:
+                    return earliest, True
+        return earliest, False
+
+    def walk_forward(f: int, hi: int, threshold: float) -> int:
+        latest, quiet = f, 0
+        while f < hi:
+            f += 1
+            if db[f] > threshold:
+                latest, quiet = f, 0
+            else:
+                quiet += 1
+                if quiet >= max_dip:
+                    break
+        return latest
+
+    thresholds: list[float | None] = []
+    for i, line in enumerate(lines):  # pass 1: thresholds and starts
+        a, b = frame_of(line.start), frame_of(line.end)
+        prev = lines[i - 1] if i else None
+        # Whisper's line ends are as unreliable as its starts, so the floor is the previous START
+        floor_t = max(line.start - ONSET_SEARCH_BACK_S, prev.start + MIN_LINE_S / 2 if prev else 0.0)
+        lo = frame_of(floor_t)
+        window = db[lo : a + 1]
+        background = float(np.percentile(window, 10)) if window.size >= 5 else -120.0
+        loud = float(np.percentile(db[a : b + 1], 90)) if b > a else background
+        threshold = max(loud - ONSET_BELOW_PEAK_DB, background + ABOVE_BACKGROUND_DB)
+        if threshold >= loud - 3.0:
+            thresholds.append(None)  # speech barely above its background: keep the recognised edges
+            continue
+        thresholds.append(threshold)
+        hi = frame_of(min(line.start + ONSET_SEARCH_FORWARD_S, line.end))
+        first_loud = next((f for f in range(a, hi + 1) if db[f] > threshold), None)
+        if first_loud is None:
+            continue
+        onset, certain = walk_back(first_loud, lo, threshold)
+        if certain:
+            line.start = round(onset * HOP_S, 3)
+
+    for i, line in enumerate(lines):  # pass 2: ends, contiguous with the line's own speech
+        threshold = thresholds[i]
+        if threshold is None:
+            continue
+        next_start = lines[i + 1].start if i + 1 < len(lines) else duration
+        ceiling = frame_of(min(line.end + END_SEARCH_FORWARD_S, next_start) - HOP_S)
+        first = frame_of(line.start)
+        f = max(min(frame_of(line.end), ceiling), first)
+        if db[f] > threshold:
+            f = walk_forward(f, ceiling, threshold)
+        else:
+            while f > first and db[f] <= threshold:
+                f -= 1
+        end_t = f * HOP_S + FRAME_S
+        line.end = round(min(max(end_t, line.start + 0.2), next_start), 3)
+    set_pauses(lines, duration)
+
+
+# -- the plan file -----------------------------------------------------------------------------------
+
+PLAN_VERSION = 1
+
+
+def plan_to_json(lines: list[Line], transcript: Transcript) -> dict[str, Any]:
+    return {
+        "version": PLAN_VERSION,
+        "source_language": transcript.language,
+        "language_probability": round(transcript.language_probability, 4),
+        "duration": transcript.duration,
+        "lines": [
+            {**asdict(line), "start": round(line.start, 3), "end": round(line.end, 3)} for line in lines
+        ],
+    }
+
+
+def load_plan(path: Path) -> tuple[str, list[Line]]:
+    """Read and validate segments.json (users may edit it); errors name the offending line."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path.name} is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("lines"), list):
+        raise InputError(f"{path.name}: expected an object with a 'lines' list")
+    lines: list[Line] = []
+    for n, item in enumerate(data["lines"]):
+        try:
+            line = Line(
+                index=int(item.get("index", n)),
+                start=float(item["start"]),
+                end=float(item["end"]),
+                text=str(item["text"]).strip(),
+                pause_after=float(item.get("pause_after", 0.0)),
+                speaker=str(item.get("speaker", "S1")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{path.name}: line {n} needs numeric 'start', 'end' and a 'text'") from None
+        if not line.text:
+            raise InputError(f"{path.name}: line {line.index} has empty text")
+        if line.end <= line.start:
+            raise InputError(f"{path.name}: line {line.index} ends before it starts")
+        if lines and line.start < lines[-1].end - 1e-6:
+            raise InputError(f"{path.name}: line {line.index} starts before line {lines[-1].index} ends")
+        lines.append(line)
+    if not lines:
+        raise InputError(f"{path.name} has no lines: no speech to dub")
+    duration = float(data.get("duration", lines[-1].end))
+    set_pauses(lines, duration)
+    return str(data.get("source_language", "")), lines
+
+
+# -- Prefect task ------------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+
+from tasks.files import content_key, is_fresh, mark_fresh, write_json_atomic  # noqa: E402
+from tasks.media import STAGE  # noqa: E402
+from tasks.progress import stage_logger  # noqa: E402
+
+ANALYSIS_RATE = 16_000  # Hz: enough for a speech energy envelope, and 3x cheaper than 48 kHz
+
+
+def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
+    from math import gcd
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    audio, src = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    g = gcd(src, rate)
+    return resample_poly(mono, rate // g, src // g).astype(np.float32) if src != rate else mono
+
+
+@task(name="segment", **STAGE)
+def segment(transcript: Transcript, transcript_key: str, vocals: Path, out_json: Path) -> tuple[str, list[Line], str]:
+    """Build (or keep) segments.json. A plan whose key still matches the transcript is kept as is, so a
+    user's edits survive re-runs; the returned key hashes the plan's content, so an edit is seen."""
+    key = content_key("segment-v1", transcript_key)
+    log = stage_logger()
+    if not is_fresh(out_json, key):
+        words = usable_words(transcript)
+        if not words:
+            raise InputError("no usable speech found (only silence, music or hallucinated text)")
+        lines = build_lines(words, transcript.duration)
+        refine_line_edges(lines, load_mono(vocals), ANALYSIS_RATE, transcript.duration)
+        write_json_atomic(out_json, plan_to_json(lines, transcript))
+        mark_fresh(out_json, key)
+        log.info("segmented lines=%d", len(lines))
+    else:
+        log.info("segment plan kept (existing %s)", out_json.name)
+    source_lang, lines = load_plan(out_json)
+    plan_key = content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
+    return source_lang or transcript.language, lines, plan_key

@@ -1,0 +1,182 @@
+"""Synthesis stage: each translated line -> a clip, through one content-addressed clip cache.
+
+Cache key = hash of (synthesizer identity: route, model snapshot, voice, instructions, parameters;
+language; exact text). A re-run calls nothing; editing one line re-synthesises only that line.
+Entries are written atomically (audio first, then its metadata, which is what marks it complete), so
+concurrent runs and killed runs never leave an entry that is trusted half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+
+from models.base import SpeechSynthesizer
+from models.billing import billed_characters, price
+from models.errors import ConfigError, NotImplementedRouteError, UpstreamError
+from models.languages import Language, get_language
+from models.retry import RetryPolicy
+from tasks.files import atomic_path, content_key, read_json, write_json_atomic
+from tasks.media import STAGE
+from tasks.parallel import map_lines
+from tasks.progress import StageProgress, stage_logger
+from tasks.translate import TranslatedLine
+
+
+@dataclass
+class ClipRecord:
+    index: int
+    path: str  # the job's link to the cache entry (work/clips/<lang>/NNNN.wav)
+    sample_rate: int
+    duration: float
+    billed_characters: int
+    attempts: int
+    cached: bool
+
+
+class ClipCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "clips"
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        d = self.root / key[:2]
+        return d / f"{key}.wav", d / f"{key}.json"
+
+    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
+        wav, meta_path = self._paths(key)
+        try:
+            meta = read_json(meta_path)
+            info = sf.info(str(wav))
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if info.frames <= 0 or info.samplerate != meta.get("sample_rate") or info.frames != meta.get("frames"):
+            return None  # truncated or foreign file: not trusted, will be re-synthesised
+        return wav, meta
+
+    def put(self, key: str, audio: np.ndarray, rate: int, meta: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        if audio.size == 0 or not np.all(np.isfinite(audio)):
+            raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
+        wav, meta_path = self._paths(key)
+        with atomic_path(wav) as tmp:
+            sf.write(str(tmp), audio.astype(np.float32), rate, subtype="FLOAT")
+        meta = {**meta, "sample_rate": rate, "frames": int(audio.size)}
+        write_json_atomic(meta_path, meta)
+        return wav, meta
+
+
+def make_synthesizer(config: Any) -> SpeechSynthesizer:
+    if config.tts == "api":
+        from models.dashscope_tts import DashScopeTTS
+
+        return DashScopeTTS(
+            model=config.tts_model,
+            voice=config.voice,
+            region=config.region,
+            stream=config.stream,
+            rpm=config.tts_rpm,
+            concurrency=config.concurrency,
+            retry=RetryPolicy(base_delay_s=config.retry_base_delay_s),
+        )
+    if config.tts == "local":
+        raise NotImplementedRouteError("--tts local (qwen-tts on your GPU) is not available yet; use --tts api")
+    raise ConfigError(f"unknown TTS route {config.tts!r}")
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Expose the cache entry in the job folder without copying (hard link; copy across filesystems)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            tmp.write_bytes(src.read_bytes())
+
+
+def synthesize_lines(
+    lines: list[TranslatedLine],
+    language: Language,
+    synth: SpeechSynthesizer,
+    cache: ClipCache,
+    clips_dir: Path,
+    workers: int,
+    region: str,
+) -> tuple[list[ClipRecord], dict[str, float]]:
+    log = stage_logger()
+    identity = synth.identity()
+    keys = [content_key("clip-v1", identity, language.code, ln.text) for ln in lines]
+    missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
+    estimate_chars = sum(billed_characters(ln.text) for ln in missing)
+    cost, currency = price(estimate_chars, region) if identity.get("route") == "api" else (0.0, "")
+    log.info(
+        "estimate lang=%s lines_to_synthesize=%d cached=%d characters=%d cost=%.4f %s",
+        language.code, len(missing), len(lines) - len(missing), estimate_chars, cost, currency,
+    )  # fmt: skip
+    progress = StageProgress(f"synthesize-{language.code}", len(lines), unit="lines")
+    totals = {"billed_characters": 0.0, "requests": 0.0, "attempts": 0.0}
+    lock = threading.Lock()
+
+    def one(item: tuple[TranslatedLine, str]) -> ClipRecord:
+        line, key = item
+        hit = cache.get(key)
+        cached = hit is not None
+        if hit is None:
+            try:
+                clip = synth.synthesize(line.text, language)
+            except UpstreamError as exc:
+                raise UpstreamError(
+                    f"speech synthesis of line {line.index} ({language.code}) failed: {exc}",
+                    code=exc.code,
+                    status=exc.status,
+                ) from None
+            meta = {"billed_characters": clip.billed_characters, "attempts": clip.attempts, "requests": clip.requests}
+            hit = cache.put(key, clip.audio, clip.sample_rate, meta)
+            with lock:
+                totals["billed_characters"] += clip.billed_characters
+                totals["requests"] += clip.requests
+                totals["attempts"] += clip.attempts
+            log.info(
+                "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f",
+                language.code, line.index, identity.get("voice", ""), identity.get("model", ""),
+                clip.billed_characters, clip.attempts, clip.audio.size / clip.sample_rate,
+            )  # fmt: skip
+        wav, meta = hit
+        link = clips_dir / f"{line.index:04d}.wav"
+        _link(wav, link)
+        return ClipRecord(
+            index=line.index,
+            path=str(link),
+            sample_rate=int(meta["sample_rate"]),
+            duration=meta["frames"] / meta["sample_rate"],
+            billed_characters=int(meta.get("billed_characters", 0)),
+            attempts=0 if cached else int(meta.get("attempts", 1)),
+            cached=cached,
+        )
+
+    records = map_lines(list(zip(lines, keys, strict=True)), one, workers, on_done=progress.advance)
+    totals["estimated_characters"] = estimate_chars
+    return records, totals
+
+
+@task(name="synthesize", task_run_name="synthesize-{lang_code}", **STAGE)
+def synthesize(
+    lang_code: str, lines: list[TranslatedLine], config: Any, clips_dir: Path, manifest: Path
+) -> tuple[list[ClipRecord], dict[str, float]]:
+    language = get_language(lang_code)
+    synth = make_synthesizer(config)
+    records, totals = synthesize_lines(
+        lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region
+    )
+    write_json_atomic(manifest, {"language": lang_code, "identity": synth.identity(), "clips": [asdict(r) for r in records]})
+    stage_logger().info(
+        "synthesized lang=%s lines=%d new=%d billed_characters=%d",
+        lang_code, len(records), sum(not r.cached for r in records), int(totals["billed_characters"]),
+    )  # fmt: skip
+    return records, totals
