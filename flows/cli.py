@@ -126,6 +126,14 @@ def preflight(config) -> None:  # config: DubConfig
         raise InputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
 
 
+def quiet_shutdown() -> None:
+    """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
+    should be the result or the error."""
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_prefect_environment(debug=args.debug)
         from flows.dub import dub
 
-        result = dub(config)
+        try:
+            result = dub(config)
+        finally:
+            quiet_shutdown()
     except DubError as exc:
         if args.debug:
             raise

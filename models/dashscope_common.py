@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from models.errors import InputError, UpstreamError
 
@@ -66,13 +66,32 @@ def is_transient(status: int | None, code: str) -> bool:
     return status in TRANSIENT_STATUSES
 
 
-def upstream_error(what: str, status: int | None, code: str, request_id: str = "") -> UpstreamError:
-    """One line naming the call, the HTTP status and the service's error code (never the message body,
-    which may quote the request text)."""
+def retry_after_seconds(headers: object) -> float | None:
+    """Retry-After (seconds form) from the SDK's response.headers, a case-sensitive plain dict."""
+    if not isinstance(headers, dict):
+        return None
+    for name, value in headers.items():
+        if str(name).lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None  # the HTTP-date form: fall back to our own backoff
+    return None
+
+
+def upstream_error(what: str, response: Any) -> UpstreamError:
+    """From an SDK error response: one line naming the call, the HTTP status and the service's error
+    code (never the service's message, which may quote the request text)."""
+    status = getattr(response, "status_code", None)
+    code = getattr(response, "code", "") or ""
+    request_id = getattr(response, "request_id", "") or ""
     rid = f", request {request_id}" if request_id else ""
+    detail = f"HTTP {status} {code or 'error'}{rid}"
     return UpstreamError(
-        f"{what} failed: HTTP {status} {code or 'error'}{rid}",
+        f"{what} failed: {detail}",
+        detail=detail,
         code=code,
         status=status,
         transient=is_transient(status, code),
+        retry_after_s=retry_after_seconds(getattr(response, "headers", None)),
     )

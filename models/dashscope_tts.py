@@ -118,7 +118,7 @@ class DashScopeTTS:
 
     def _read_single(self, response: Any) -> tuple[np.ndarray, int]:
         if response.status_code != 200:
-            raise upstream_error("speech synthesis", response.status_code, response.code or "", response.request_id)
+            raise upstream_error("speech synthesis", response)
         url = response.output.audio.url
         if not url:
             raise UpstreamError("speech synthesis returned no audio URL", code="NoAudio")
@@ -131,7 +131,7 @@ class DashScopeTTS:
         finished = False
         for part in responses:
             if part.status_code != 200:
-                raise upstream_error("speech synthesis (stream)", part.status_code, part.code or "", part.request_id)
+                raise upstream_error("speech synthesis (stream)", part)
             audio = part.output.audio if part.output else None
             if audio is not None and audio.data:
                 chunks.append(base64.b64decode(audio.data))
@@ -160,7 +160,12 @@ class DashScopeTTS:
                     transient=True,
                 )
             if resp.status_code != 200:
-                raise upstream_error("audio download", resp.status_code, "DownloadFailed")
+                raise UpstreamError(
+                    f"audio download failed: HTTP {resp.status_code}",
+                    code="DownloadFailed",
+                    status=resp.status_code,
+                    transient=resp.status_code >= 500 or resp.status_code in (408, 429),
+                )
             return resp.content
 
         data = call_with_retries(fetch, RetryPolicy(max_attempts=3, base_delay_s=self.retry.base_delay_s))

@@ -30,11 +30,22 @@ class NotImplementedRouteError(DubError):
 class UpstreamError(DubError):
     """A remote service refused or failed a request after the retries it deserved."""
 
-    def __init__(self, message: str, *, code: str = "", status: int | None = None, transient: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        transient: bool = False,
+        retry_after_s: float | None = None,
+        detail: str | None = None,
+    ):
         super().__init__(message)
+        self.detail = detail or message  # the part without "<what> failed:", for callers that re-word it
         self.code = code
         self.status = status
         self.transient = transient
+        self.retry_after_s = retry_after_s
 
 
 class MissingToolError(DubError):

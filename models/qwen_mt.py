@@ -65,7 +65,7 @@ class QwenMTTranslator:
                 base_address=self.endpoint.http_base_url,
             )
         if response.status_code != 200:
-            raise upstream_error("translation", response.status_code, response.code or "", response.request_id)
+            raise upstream_error("translation", response)
         try:
             content = response.output.choices[0].message.content
         except (AttributeError, IndexError, KeyError, TypeError):

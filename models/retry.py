@@ -24,6 +24,7 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay_s: float = 1.0
     max_delay_s: float = 30.0
+    max_retry_after_s: float = 120.0  # a server asking for longer than this is treated as an outage
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): uniform in
@@ -31,7 +32,7 @@ class RetryPolicy:
         ceiling = min(self.max_delay_s, self.base_delay_s * (2**attempt))
         wait = rng.uniform(0, ceiling)
         if retry_after_s is not None:
-            wait = max(wait, min(retry_after_s, self.max_delay_s))
+            wait = max(wait, min(retry_after_s, self.max_retry_after_s))
         return wait
 
 
@@ -62,7 +63,7 @@ def call_with_retries(
         except UpstreamError as exc:
             if not exc.transient or attempt == policy.max_attempts - 1:
                 raise
-            retry_after = getattr(exc, "retry_after_s", None)
+            retry_after = exc.retry_after_s
         except TRANSPORT_ERRORS as exc:
             if attempt == policy.max_attempts - 1:
                 raise UpstreamError(

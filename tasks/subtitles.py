@@ -30,7 +30,9 @@ def _wrap(text: str) -> str:
     if cjk:
         half = (len(text) + 1) // 2
         return text[:half] + "\n" + text[half:]
-    lines = textwrap.wrap(text, width=max(width, (len(text) + 1) // 2 + 8))
+    lines = textwrap.wrap(text, width=width)
+    if len(lines) > 2:  # too long for two guideline lines: widen them rather than add a third
+        lines = textwrap.wrap(text, width=max(width, (len(text) + 1) // 2 + 8))
     return "\n".join(lines)
 
 
@@ -39,7 +41,7 @@ def cues_for_track(timings: list[tuple[float, float, str]], duration: float) -> 
     cues: list[Cue] = []
     for i, (start, end, text) in enumerate(timings):
         next_start = timings[i + 1][0] if i + 1 < len(timings) else duration
-        end = min(max(end, start + MIN_CUE_S), max(next_start - 0.001, start + 0.1), duration)
+        end = min(max(end, start + MIN_CUE_S), max(next_start - 0.001, start + 0.001), duration)
         cues.append(Cue(start, end, _wrap(text)))
     return cues
 

@@ -132,7 +132,7 @@ def synthesize_lines(
                 clip = synth.synthesize(line.text, language)
             except UpstreamError as exc:
                 raise UpstreamError(
-                    f"speech synthesis of line {line.index} ({language.code}) failed: {exc}",
+                    f"speech synthesis of line {line.index} ({language.code}) failed: {exc.detail}",
                     code=exc.code,
                     status=exc.status,
                 ) from None

@@ -98,7 +98,7 @@ def translate_lines(
                     text = translator.translate(line.text, source, target)
                 except UpstreamError as exc:
                     raise UpstreamError(
-                        f"translation of line {line.index} ({target.code}) failed: {exc}", code=exc.code, status=exc.status
+                        f"translation of line {line.index} ({target.code}) failed: {exc.detail}", code=exc.code, status=exc.status
                     ) from None
                 count("calls")
                 cache.put(key, text)

@@ -1,0 +1,154 @@
+"""End to end: the sample dubbed into three languages through the real flow (temporary Prefect server,
+loopback DashScope spoken to by the real SDK, real tiny.en Whisper, real ffmpeg)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.loopback_dashscope import LoopbackDashScope
+from tests.mediacheck import decode_audio_stream, ffprobe_format, ffprobe_streams, rms_db, video_packet_hashes
+
+pytestmark = pytest.mark.e2e
+LANGS = ["ja", "en", "ko"]
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def job(prefect_harness, sample_video: Path, tiny_en_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Run the flow once for the module; yield what the tests inspect."""
+    from flows.config import build_config
+    from flows.dub import dub
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    with LoopbackDashScope() as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_http_api_url)
+        mp.setenv("DASHSCOPE_API_KEY", server.api_key)
+        config = build_config(
+            video=sample_video, langs=",".join(LANGS), out=tmp / "out", asr_model=str(tiny_en_model),
+            cache_dir=tmp / "cache", retry_base_delay_s=0.01,
+        )  # fmt: skip
+        result = dub(config)
+        first_run = {"tts": server.count("tts"), "mt": server.count("mt")}
+        yield {"config": config, "result": result, "server": server, "first_run": first_run, "tmp": tmp}
+
+
+def test_video_stream_is_copied_bit_exact(job, sample_video: Path) -> None:
+    assert video_packet_hashes(job["result"].video) == video_packet_hashes(sample_video)
+
+
+def test_original_plus_one_tagged_track_per_language(job) -> None:
+    audio = [s for s in ffprobe_streams(job["result"].video) if s["codec_type"] == "audio"]
+    assert len(audio) == 1 + len(LANGS)
+    tags = [s.get("tags", {}) for s in audio]
+    assert [t.get("language") for t in tags] == ["eng", "jpn", "eng", "kor"]
+    assert [t.get("title") for t in tags[1:]] == ["Japanese (AI dub)", "English (AI dub)", "Korean (AI dub)"]
+    assert [s["disposition"]["default"] for s in audio] == [0, 1, 0, 0]
+    assert all(s["codec_name"] == "aac" for s in audio)
+
+
+def test_every_audio_track_lasts_as_long_as_the_video(job, sample_video: Path) -> None:
+    duration = float(ffprobe_format(sample_video)["duration"])
+    for i in range(1 + len(LANGS)):
+        samples = decode_audio_stream(job["result"].video, i, RATE)
+        assert abs(samples.size / RATE - duration) <= 0.1, (i, samples.size / RATE, duration)
+
+
+def test_dubbed_speech_starts_at_each_line(job) -> None:
+    segments = json.loads((job["config"].out_dir / "segments.json").read_text())["lines"]
+    assert len(segments) >= 6
+    for n, lang in enumerate(LANGS):
+        track = decode_audio_stream(job["result"].video, 1 + n, RATE)
+        for line in segments:
+            at = int(line["start"] * RATE)
+            before = track[max(0, at - int(0.25 * RATE)) : at - int(0.03 * RATE)]
+            after = track[at : at + int(0.25 * RATE)]
+            assert rms_db(after) > -40, (lang, line["index"], rms_db(after))
+            assert rms_db(after) - rms_db(before) > 15, (lang, line["index"])
+
+
+def test_subtitles_and_report(job) -> None:
+    out = job["config"].out_dir
+    report = json.loads((out / "report.json").read_text())
+    assert "AI-generated" in report["ai_disclosure"]
+    assert set(report["tracks"]) == set(LANGS)
+    for lang in LANGS:
+        assert (out / f"sample.{lang}.srt").read_text().startswith("1\n")
+        assert (out / f"sample.{lang}.vtt").read_text().startswith("WEBVTT")
+        track = report["tracks"][lang]
+        assert abs(track["integrated_lufs"] - report["source"]["integrated_lufs"]) <= 1.0
+        assert track["true_peak_dbtp"] <= -1.0
+    subs = [s for s in ffprobe_streams(job["result"].video) if s["codec_type"] == "subtitle"]
+    assert [s.get("tags", {}).get("language") for s in subs] == ["jpn", "eng", "kor"]
+    tags = {k.lower(): v for k, v in ffprobe_format(job["result"].video)["tags"].items()}
+    assert "AI-generated" in tags["comment"] and "AI-generated" in tags["ai_generated"]
+
+
+def test_first_run_calls_each_line_once(job) -> None:
+    lines = len(json.loads((job["config"].out_dir / "segments.json").read_text())["lines"])
+    # en is the source language: its text is used as is, no translation call
+    assert job["first_run"] == {"tts": 3 * lines, "mt": 2 * lines}
+
+
+def test_logs_carry_neither_script_text_nor_key(job, sample_truth: dict) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read_all() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            ids = [r.id for r in runs]
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+            return [log.message for log in logs]
+
+    messages = asyncio.run(read_all())
+    assert len(messages) > 20
+    blob = "\n".join(messages)
+    assert job["server"].api_key not in blob
+    out = job["config"].out_dir
+    texts = [s["text"] for s in sample_truth["sentences"]]
+    for lang in LANGS:
+        texts += [ln["text"] for ln in json.loads((out / f"lines.{lang}.json").read_text())["lines"]]
+    for text in texts:
+        assert text not in blob
+        assert text[:20] not in blob
+
+
+def test_rerun_makes_no_calls_and_an_edit_resynthesises_one_line(job) -> None:
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    dub(job["config"])
+    assert server.count("tts") == 0 and server.count("mt") == 0
+
+    plan_path = job["config"].out_dir / "segments.json"
+    plan = json.loads(plan_path.read_text())
+    plan["lines"][2]["text"] = "By noon, the boats come back full of fresh fish."
+    plan_path.write_text(json.dumps(plan))
+    server.reset()
+    result = dub(job["config"])
+    assert server.count("tts") == len(LANGS)  # exactly one line per language
+    assert server.count("mt") == len(LANGS) - 1
+    en_lines = json.loads((job["config"].out_dir / "lines.en.json").read_text())["lines"]
+    assert en_lines[2]["text"] == "By noon, the boats come back full of fresh fish."
+    assert result.video.is_file()
+
+
+def test_a_failing_line_fails_the_job_naming_line_and_code(job, tmp_path: Path) -> None:
+    from flows.dub import dub
+    from models.errors import UpstreamError
+
+    config = job["config"].model_copy(update={"out": tmp_path / "out", "cache_dir": tmp_path / "cache"})
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    server.fail_next("tts", 400, "DataInspectionFailed", times=1)
+    with pytest.raises(UpstreamError, match=r"line \d+ \((ja|en|ko)\) failed: HTTP 400 DataInspectionFailed"):
+        dub(config)
+    assert not (tmp_path / "out" / "sample.dubbed.mkv").exists()
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)

@@ -1,0 +1,46 @@
+"""Qwen-MT through the real dashscope SDK against the loopback server."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import UpstreamError
+from models.languages import get_language
+from models.qwen_mt import QwenMTTranslator
+from models.retry import RetryPolicy
+from tests.loopback_dashscope import LoopbackDashScope
+
+FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05)
+
+
+def test_request_shape_is_what_qwen_mt_expects(dashscope_server: LoopbackDashScope) -> None:
+    mt = QwenMTTranslator(retry=FAST, terms={"ja": {"lighthouse": "灯台"}}, domain="Travel documentary narration.")
+    out = mt.translate("The old lighthouse turns on.", get_language("en"), get_language("ja"))
+    assert "灯台" in out
+    (req,) = dashscope_server.requests_of("mt")
+    assert req.body["model"] == "qwen-mt-flash"
+    assert req.body["input"]["messages"] == [{"role": "user", "content": "The old lighthouse turns on."}]
+    options = req.body["parameters"]["translation_options"]
+    assert options["source_lang"] == "English" and options["target_lang"] == "Japanese"
+    assert options["terms"] == [{"source": "lighthouse", "target": "灯台"}]
+    assert options["domains"] == "Travel documentary narration."
+
+
+def test_auto_source_language(dashscope_server: LoopbackDashScope) -> None:
+    QwenMTTranslator(retry=FAST).translate("Bonjour.", None, get_language("de"))
+    (req,) = dashscope_server.requests_of("mt")
+    assert req.body["parameters"]["translation_options"]["source_lang"] == "auto"
+
+
+def test_429_and_500_are_retried(dashscope_server: LoopbackDashScope) -> None:
+    dashscope_server.fail_next("mt", 429, "Throttling.RateQuota", times=1)
+    dashscope_server.fail_next("mt", 503, "ServiceUnavailable", times=1)
+    assert QwenMTTranslator(retry=FAST).translate("Hello.", None, get_language("ko"))
+    assert dashscope_server.count("mt") == 3
+
+
+def test_400_is_not_retried(dashscope_server: LoopbackDashScope) -> None:
+    dashscope_server.fail_next("mt", 400, "DataInspectionFailed", times=1)
+    with pytest.raises(UpstreamError, match="HTTP 400 DataInspectionFailed"):
+        QwenMTTranslator(retry=FAST).translate("Hello.", None, get_language("ko"))
+    assert dashscope_server.count("mt") == 1
