@@ -325,6 +325,16 @@ def test_refine_edges_never_cross_neighbours() -> None:
     assert lines[0].start < lines[0].end < lines[1].start < lines[1].end <= 5.0
 
 
+def test_refine_does_not_guess_an_onset_outside_its_search_window() -> None:
+    # continuous speech from 1.0 s with 80 ms stop closures every 200 ms: quiet frames, but no real pause
+    dips = [(round(t, 2), round(t + 0.08, 2)) for t in np.arange(1.1, 3.9, 0.2)]
+    audio = speech_signal([(1.0, 4.0)], dips, 5.0)
+    lines = [Line(0, 2.0, 3.0, "x")]  # recognised 1 s late: the true onset is beyond the 0.6 s search
+    refine_line_edges(lines, audio, RATE, 5.0)
+    assert lines[0].start == 2.0  # kept, not moved to the search floor
+    assert 2.9 <= lines[0].end <= 3.31
+
+
 def test_refine_keeps_edges_when_speech_does_not_stand_out() -> None:
     rng = np.random.default_rng(5)
     audio = (rng.standard_normal(5 * RATE) * 0.1).astype(np.float32)  # loud noise, no speech edges
