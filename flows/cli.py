@@ -36,22 +36,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--langs", help="target languages, comma-separated: zh,en,de,it,pt,es,ja,ko,fr,ru")
     p.add_argument("--out", type=Path, help="output folder (default: out/<video name>/)")
     p.add_argument("--voice", default="Cherry", help="TTS voice (default Cherry; see --list-voices)")
-    p.add_argument("--tts", choices=["api", "local"], default="api", help="TTS route (default api: DashScope)")
-    p.add_argument("--translator", choices=["api", "local"], default="api", help="translation route (default api: Qwen-MT)")
-    p.add_argument("--asr-model", default="auto", metavar="NAME_OR_DIR",
-                   help="faster-whisper model name or CTranslate2 directory (default: large-v3 on GPU, small on CPU)")  # fmt: skip
+    p.add_argument(
+        "--tts", choices=["api", "local"], default="api", help="TTS route (default api: DashScope)"
+    )
+    p.add_argument(
+        "--translator",
+        choices=["api", "local"],
+        default="api",
+        help="translation route (default api: Qwen-MT)",
+    )
+    p.add_argument(
+        "--asr-model",
+        default="auto",
+        metavar="NAME_OR_DIR",
+        help="faster-whisper model name or CTranslate2 directory (default: large-v3 on GPU, small on CPU)",
+    )
     p.add_argument("--separator", choices=["htdemucs", "none"], default="none",
                    help="source separation (default none: dub over silence)")  # fmt: skip
     p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
     p.add_argument("--source-lang", help="language of the video (default: detected)")
-    p.add_argument("--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)")
+    p.add_argument(
+        "--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)"
+    )
     p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
     p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
-    p.add_argument("--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)")
+    p.add_argument(
+        "--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="parallel API requests (default 8)")
-    p.add_argument("--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)")
-    p.add_argument("--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)")
-    p.add_argument("--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)")
+    p.add_argument(
+        "--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)"
+    )
+    p.add_argument(
+        "--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)"
+    )
+    p.add_argument(
+        "--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)"
+    )
     p.add_argument("--cache-dir", type=Path, help="clip/translation cache (default ~/.cache/qwen-dub)")
     p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -93,7 +114,11 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "audio_codec": args.audio_codec,
         "container": args.container,
     }
-    for key, value in (("tts_model", args.tts_model), ("mt_model", args.mt_model), ("cache_dir", args.cache_dir)):
+    for key, value in (
+        ("tts_model", args.tts_model),
+        ("mt_model", args.mt_model),
+        ("cache_dir", args.cache_dir),
+    ):
         if value is not None:
             values[key] = value
     return build_config(**values)
@@ -110,9 +135,13 @@ def preflight(config) -> None:  # config: DubConfig
     probe_media(config.video)
     check_separator(config.separator)
     if config.tts == "local":
-        raise NotImplementedRouteError("--tts local (qwen-tts on your GPU) is not available yet; use --tts api")
+        raise NotImplementedRouteError(
+            "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"
+        )
     if config.translator == "local":
-        raise NotImplementedRouteError("--translator local is not available yet; use --translator api (Qwen-MT)")
+        raise NotImplementedRouteError(
+            "--translator local is not available yet; use --translator api (Qwen-MT)"
+        )
     if config.tts == "api" or config.translator == "api":
         api_key_from_env()
     resolve_model_name(config.asr_model)
@@ -163,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             raise
-        print(f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details", file=sys.stderr)
+        print(
+            f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details",
+            file=sys.stderr,
+        )
         return 1
     print(f"dubbed video: {result.video}")
     print(f"report: {result.report}")

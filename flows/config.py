@@ -32,7 +32,9 @@ class DubConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     video: Path = Field(description="Input video file")
-    langs: list[str] = Field(description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru")
+    langs: list[str] = Field(
+        description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru"
+    )
     out: Path | None = Field(default=None, description="Output folder (default out/<video name>/)")
     voice: str = Field(default="Cherry", description="TTS voice (see --list-voices)")
     tts: Literal["api", "local"] = "api"

@@ -61,7 +61,7 @@ class StageClock:
 @flow(
     name="dub",
     flow_run_name="dub-{config.video.stem}",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_LANGUAGES),
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_LANGUAGES),  # type: ignore[arg-type]
     log_prints=False,
 )
 def dub(config: DubConfig) -> DubResult:
@@ -88,23 +88,44 @@ def dub(config: DubConfig) -> DubResult:
     with clock.stage("translate"):
         translating = {
             code: translate.submit(
-                code, source_lang, lines, config.translator, config.mt_model, config.region, config.mt_rpm,
-                config.concurrency, config.retry_base_delay_s, config.cache_dir, job.lines(code),
+                code,
+                source_lang,
+                lines,
+                config.translator,
+                config.mt_model,
+                config.region,
+                config.mt_rpm,
+                config.concurrency,
+                config.retry_base_delay_s,
+                config.cache_dir,
+                job.lines(code),
             )  # fmt: skip
             for code in langs
         }
         translated = {code: fut.result() for code, fut in translating.items()}
     with clock.stage("synthesize"):
         synthesizing = {
-            code: synthesize.submit(code, translated[code], config, job.clips_dir(code), job.clips_manifest(code))
+            code: synthesize.submit(
+                code, translated[code], config, job.clips_dir(code), job.clips_manifest(code)
+            )
             for code in langs
         }
         synthesized = {code: fut.result() for code, fut in synthesizing.items()}
     with clock.stage("assemble"):
         assembling = {
             code: assemble.submit(
-                code, translated[code], synthesized[code][0], stems.background, rate, channels, info.duration,
-                source_lufs, config.max_speedup, job.mix(code), job.srt(code), job.vtt(code),
+                code,
+                translated[code],
+                synthesized[code][0],
+                stems.background,
+                rate,
+                channels,
+                info.duration,
+                source_lufs,
+                config.max_speedup,
+                job.mix(code),
+                job.srt(code),
+                job.vtt(code),
             )  # fmt: skip
             for code in langs
         }

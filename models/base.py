@@ -128,5 +128,9 @@ class Separator(Protocol):
     def identity(self) -> dict[str, Any]: ...
 
     def separate(
-        self, audio_path: Path, vocals_path: Path, background_path: Path, progress: ProgressCallback | None = None
+        self,
+        audio_path: Path,
+        vocals_path: Path,
+        background_path: Path,
+        progress: ProgressCallback | None = None,
     ) -> None: ...

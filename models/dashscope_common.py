@@ -54,7 +54,13 @@ def api_key_from_env() -> str:
 
 # Codes that a retry cannot fix even though their HTTP status is 429/5xx: quota and billing.
 NON_TRANSIENT_CODES = frozenset(
-    {"Throttling.AllocationQuota", "Arrearage", "BillOverdue", "Throttling.BillOverdue", "AccessDenied.Unpurchased"}
+    {
+        "Throttling.AllocationQuota",
+        "Arrearage",
+        "BillOverdue",
+        "Throttling.BillOverdue",
+        "AccessDenied.Unpurchased",
+    }
 )
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 

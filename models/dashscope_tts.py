@@ -8,6 +8,7 @@ failure is transient (see dashscope_common.is_transient).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 from typing import Any
@@ -51,7 +52,9 @@ class DashScopeTTS:
         self.model = model
         self.voice = resolve_voice(voice, model).name
         if instructions and model not in INSTRUCT_MODELS:
-            raise ConfigError(f"--instructions needs an instruct model (e.g. qwen3-tts-instruct-flash), not {model}")
+            raise ConfigError(
+                f"--instructions needs an instruct model (e.g. qwen3-tts-instruct-flash), not {model}"
+            )
         self.instructions = instructions
         self.region = region
         self.stream = stream
@@ -79,7 +82,9 @@ class DashScopeTTS:
         audio_parts: list[np.ndarray] = []
         billed = 0
         for piece in pieces:
-            audio, characters = call_with_retries(lambda p=piece: self._request(p, language), self.retry, stats=stats)
+            audio, characters = call_with_retries(
+                functools.partial(self._request, piece, language), self.retry, stats=stats
+            )
             audio_parts.append(audio)
             billed += characters
         audio = np.concatenate(audio_parts) if len(audio_parts) > 1 else audio_parts[0]
@@ -139,7 +144,9 @@ class DashScopeTTS:
                 finished = True
                 characters = int(_usage_characters(part))
         if not finished:
-            raise UpstreamError("speech synthesis stream ended before completion", code="StreamTruncated", transient=True)
+            raise UpstreamError(
+                "speech synthesis stream ended before completion", code="StreamTruncated", transient=True
+            )
         pcm = np.frombuffer(b"".join(chunks), dtype="<i2")
         if pcm.size == 0:
             raise UpstreamError("speech synthesis stream carried no audio", code="NoAudio", transient=True)
@@ -177,7 +184,9 @@ def decode_verified_wav(data: bytes, expected_rate: int) -> np.ndarray:
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise UpstreamError(f"downloaded audio is not a readable WAV ({exc.__class__.__name__})", code="BadAudio") from None
+        raise UpstreamError(
+            f"downloaded audio is not a readable WAV ({exc.__class__.__name__})", code="BadAudio"
+        ) from None
     if rate != expected_rate:
         raise UpstreamError(f"downloaded audio is {rate} Hz, expected {expected_rate}", code="BadAudio")
     if audio.shape[0] == 0:

@@ -35,6 +35,7 @@ LANGUAGES: dict[str, Language] = {
     )
 }
 
+
 def get_language(code: str) -> Language:
     key = code.strip().lower()
     if key in LANGUAGES:

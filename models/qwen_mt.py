@@ -49,17 +49,20 @@ class QwenMTTranslator:
     def _request(self, text: str, source: Language | None, target: Language) -> str:
         from dashscope import Generation  # lazy: keeps --help fast
 
-        options: dict[str, Any] = {"source_lang": source.name if source else "auto", "target_lang": target.name}
+        options: dict[str, Any] = {
+            "source_lang": source.name if source else "auto",
+            "target_lang": target.name,
+        }
         terms = self.terms.get(target.code)
         if terms:
             options["terms"] = [{"source": s, "target": t} for s, t in terms.items()]
         if self.domain:
             options["domains"] = self.domain
         with self.limiter.slot():
-            response = Generation.call(
+            response: Any = Generation.call(
                 model=self.model,
                 api_key=self._api_key,
-                messages=[{"role": "user", "content": text}],
+                messages=[{"role": "user", "content": text}],  # type: ignore[list-item]
                 translation_options=options,
                 result_format="message",
                 base_address=self.endpoint.http_base_url,

@@ -115,7 +115,9 @@ def assemble(
     mix, gain_db, timings = assemble_track(lines, clips, background, rate, target_lufs, max_speedup)
     with atomic_path(mix_wav) as tmp:
         sf.write(str(tmp), mix, rate, subtype="FLOAT")
-    cues = cues_for_track([(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration)
+    cues = cues_for_track(
+        [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration
+    )
     write_srt(cues, srt_path)
     write_vtt(cues, vtt_path, language.code)
     result = TrackResult(

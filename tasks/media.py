@@ -143,7 +143,10 @@ class DubTrack:
     subtitles_srt: Path
 
 
-AUDIO_CODECS = {"aac": ["-c:a:{i}", "aac", "-b:a:{i}", "192k"], "opus": ["-c:a:{i}", "libopus", "-b:a:{i}", "128k"]}
+AUDIO_CODECS = {
+    "aac": ["-c:a:{i}", "aac", "-b:a:{i}", "192k"],
+    "opus": ["-c:a:{i}", "libopus", "-b:a:{i}", "128k"],
+}
 
 
 def remux(
@@ -190,7 +193,12 @@ def remux(
             f"-metadata:s:s:{j}", f"language={t.language.iso639_2}",
             f"-metadata:s:s:{j}", f"title={t.language.name} (AI dub subtitles)",
         ]  # fmt: skip
-    args += ["-metadata", f"comment={disclosure}", "-metadata", "AI_GENERATED=dubbed audio tracks are AI-generated"]
+    args += [
+        "-metadata",
+        f"comment={disclosure}",
+        "-metadata",
+        "AI_GENERATED=dubbed audio tracks are AI-generated",
+    ]
     if mp4:
         args += ["-movflags", "+faststart"]
     with atomic_path(out_file) as tmp:
@@ -208,7 +216,7 @@ from tasks.progress import stage_logger  # noqa: E402
 
 # Stage outputs are keyed by content (tasks.files), not by Prefect's cache: Prefect hashes a Path input
 # as its string and returns cached Paths whose file is gone (see shared docs, environment.md).
-STAGE = {"cache_policy": NO_CACHE, "persist_result": False}
+STAGE: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="probe", **STAGE)
@@ -233,7 +241,9 @@ def extract(info: MediaInfo, video_digest: str, out_wav: Path) -> tuple[Path, st
 
 
 @task(name="remux", **STAGE)
-def remux_task(info: MediaInfo, tracks: list[DubTrack], out_file: Path, audio_codec: str, disclosure: str) -> Path:
+def remux_task(
+    info: MediaInfo, tracks: list[DubTrack], out_file: Path, audio_codec: str, disclosure: str
+) -> Path:
     remux(info, tracks, out_file, audio_codec=audio_codec, disclosure=disclosure)
     stage_logger().info("wrote output=%s tracks=%d", out_file.name, len(tracks))
     return out_file

@@ -29,7 +29,9 @@ def true_peak_db(audio: np.ndarray) -> float:
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def limit_true_peak(audio: np.ndarray, ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP, rate: int = 48000) -> np.ndarray:
+def limit_true_peak(
+    audio: np.ndarray, ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP, rate: int = 48000
+) -> np.ndarray:
     """A look-ahead peak limiter on the 4x-oversampled envelope: gain never exceeds what keeps the
     true peak at the ceiling; gain changes are smoothed over a short release so speech is not distorted.
     A loudness-matched dub rarely needs more than a few dB of reduction on its loudest syllables."""

@@ -13,7 +13,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def map_lines(items: Sequence[T], fn: Callable[[T], R], workers: int, on_done: Callable[[], None] | None = None) -> list[R]:
+def map_lines(
+    items: Sequence[T], fn: Callable[[T], R], workers: int, on_done: Callable[[], None] | None = None
+) -> list[R]:
     if not items:
         return []
     results: list[R | None] = [None] * len(items)

@@ -31,7 +31,8 @@ class StageProgress:
         try:
             from prefect.artifacts import create_progress_artifact
 
-            self._artifact = create_progress_artifact(0.0, description=f"{stage}: progress")
+            artifact_id = create_progress_artifact(0.0, description=f"{stage}: progress")
+            self._artifact = artifact_id if isinstance(artifact_id, UUID) else None
         except Exception:  # noqa: BLE001 - no run context (plain function use) or no API
             self._artifact = None
 

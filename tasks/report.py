@@ -75,7 +75,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
     for lang, t in report["tracks"].items():
         rows.append(
             f"| {lang} | {t['lines']} | {t['stretched']} | {t['truncated']} | {t['share_within_cap']:.0%} | "
-            f"{t['integrated_lufs']} | {t['true_peak_dbtp']} | {int(t['synthesis'].get('billed_characters', 0))} |"
+            f"{t['integrated_lufs']} | {t['true_peak_dbtp']} | "
+            f"{int(t['synthesis'].get('billed_characters', 0))} |"
         )
     cost = report["cost"]
     return "\n".join(
@@ -98,7 +99,9 @@ def write_report(report: dict[str, Any], path: Path) -> Path:
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        create_markdown_artifact(summary_markdown(report), key="dub-summary", description="Dubbing job summary")
+        create_markdown_artifact(
+            summary_markdown(report), key="dub-summary", description="Dubbing job summary"
+        )
     except Exception as exc:  # noqa: BLE001 - an artifact is a convenience; the report file is the record
         stage_logger().warning("summary artifact not created: %s", type(exc).__name__)
     return path

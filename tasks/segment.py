@@ -11,6 +11,7 @@ onset in the audio's energy envelope near the recognised start (see refine_line_
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,23 +101,25 @@ def _merge_short(groups: list[list[Word]]) -> list[list[Word]]:
         next_gap = groups[i + 1][0].start - g[-1].end if i + 1 < len(groups) else float("inf")
         same_sentence_prev = i > 0 and not _ends_sentence(groups[i - 1])
         same_sentence_next = i + 1 < len(groups) and not _ends_sentence(g)
-        if same_sentence_prev and prev_gap <= MERGE_MAX_GAP_S and not (same_sentence_next and next_gap < prev_gap):
+        # a merge may not recreate a line longer than MAX_LINE_S (the split above would be undone)
+        can_prev = prev_gap <= MERGE_MAX_GAP_S and g[-1].end - groups[i - 1][0].start <= MAX_LINE_S
+        can_next = next_gap <= MERGE_MAX_GAP_S and groups[i + 1][-1].end - g[0].start <= MAX_LINE_S
+        if can_prev and same_sentence_prev and not (same_sentence_next and can_next and next_gap < prev_gap):
+            into_prev = True
+        elif can_next and same_sentence_next:
+            into_prev = False
+        elif can_prev or can_next:
+            into_prev = can_prev and (not can_next or prev_gap <= next_gap)
+        else:
+            i += 1  # isolated short utterance ("Yes."): keep it as its own line
+            continue
+        if into_prev:
             groups[i - 1] = groups[i - 1] + g
             del groups[i]
             i -= 1
-        elif same_sentence_next and next_gap <= MERGE_MAX_GAP_S:
+        else:
             groups[i] = g + groups[i + 1]
             del groups[i + 1]
-        elif min(prev_gap, next_gap) <= MERGE_MAX_GAP_S:
-            if prev_gap <= next_gap:
-                groups[i - 1] = groups[i - 1] + g
-                del groups[i]
-                i -= 1
-            else:
-                groups[i] = g + groups[i + 1]
-                del groups[i + 1]
-        else:
-            i += 1  # isolated short utterance ("Yes."): keep it as its own line
     return groups
 
 
@@ -237,9 +240,10 @@ def refine_line_edges(lines: list[Line], audio: np.ndarray, rate: int, duration:
             line.start = round(onset * HOP_S, 3)
 
     for i, line in enumerate(lines):  # pass 2: ends, contiguous with the line's own speech
-        threshold = thresholds[i]
-        if threshold is None:
+        line_threshold = thresholds[i]
+        if line_threshold is None:
             continue
+        threshold = line_threshold
         next_start = lines[i + 1].start if i + 1 < len(lines) else duration
         ceiling = frame_of(min(line.end + END_SEARCH_FORWARD_S, next_start) - HOP_S)
         first = frame_of(line.start)
@@ -296,15 +300,22 @@ def load_plan(path: Path) -> tuple[str, list[Line]]:
             raise InputError(f"{path.name}: line {n} needs numeric 'start', 'end' and a 'text'") from None
         if not line.text:
             raise InputError(f"{path.name}: line {line.index} has empty text")
+        if not all(math.isfinite(v) for v in (line.start, line.end, line.pause_after)) or line.start < 0:
+            raise InputError(f"{path.name}: line {line.index} has a negative or non-finite time")
         if line.end <= line.start:
             raise InputError(f"{path.name}: line {line.index} ends before it starts")
         if lines and line.start < lines[-1].end - 1e-6:
             raise InputError(f"{path.name}: line {line.index} starts before line {lines[-1].index} ends")
+        if any(line.index == other.index for other in lines):
+            raise InputError(f"{path.name}: line index {line.index} appears twice")
         lines.append(line)
     if not lines:
         raise InputError(f"{path.name} has no lines: no speech to dub")
-    duration = float(data.get("duration", lines[-1].end))
-    set_pauses(lines, duration)
+    try:
+        duration = float(data.get("duration") or lines[-1].end + lines[-1].pause_after)
+    except (TypeError, ValueError):
+        raise InputError(f"{path.name}: 'duration' must be a number of seconds") from None
+    set_pauses(lines, max(duration, lines[-1].end))
     return str(data.get("source_language", "")), lines
 
 
@@ -332,7 +343,9 @@ def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
 
 
 @task(name="segment", **STAGE)
-def segment(transcript: Transcript, transcript_key: str, vocals: Path, out_json: Path) -> tuple[str, list[Line], str]:
+def segment(
+    transcript: Transcript, transcript_key: str, vocals: Path, out_json: Path
+) -> tuple[str, list[Line], str]:
     """Build (or keep) segments.json. A plan whose key still matches the transcript is kept as is, so a
     user's edits survive re-runs; the returned key hashes the plan's content, so an edit is seen."""
     key = content_key("segment-v1", transcript_key)

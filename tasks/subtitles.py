@@ -40,6 +40,8 @@ def cues_for_track(timings: list[tuple[float, float, str]], duration: float) -> 
     """(start, end, text) of each placed dub clip -> readable cues that never overlap."""
     cues: list[Cue] = []
     for i, (start, end, text) in enumerate(timings):
+        if start >= duration:
+            break  # a line placed past the end of the video is not heard, so it gets no cue
         next_start = timings[i + 1][0] if i + 1 < len(timings) else duration
         end = min(max(end, start + MIN_CUE_S), max(next_start - 0.001, start + 0.001), duration)
         cues.append(Cue(start, end, _wrap(text)))
@@ -48,7 +50,9 @@ def cues_for_track(timings: list[tuple[float, float, str]], duration: float) -> 
 
 def write_srt(cues: list[Cue], path: Path) -> Path:
     items = [
-        srt.Subtitle(index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text)
+        srt.Subtitle(
+            index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text
+        )
         for i, c in enumerate(cues)
     ]
     write_bytes_atomic(path, srt.compose(items, reindex=False).encode("utf-8"))

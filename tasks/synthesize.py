@@ -56,11 +56,17 @@ class ClipCache:
             info = sf.info(str(wav))
         except (OSError, ValueError, RuntimeError):
             return None
-        if info.frames <= 0 or info.samplerate != meta.get("sample_rate") or info.frames != meta.get("frames"):
+        if (
+            info.frames <= 0
+            or info.samplerate != meta.get("sample_rate")
+            or info.frames != meta.get("frames")
+        ):
             return None  # truncated or foreign file: not trusted, will be re-synthesised
         return wav, meta
 
-    def put(self, key: str, audio: np.ndarray, rate: int, meta: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    def put(
+        self, key: str, audio: np.ndarray, rate: int, meta: dict[str, Any]
+    ) -> tuple[Path, dict[str, Any]]:
         if audio.size == 0 or not np.all(np.isfinite(audio)):
             raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
         wav, meta_path = self._paths(key)
@@ -85,7 +91,9 @@ def make_synthesizer(config: Any) -> SpeechSynthesizer:
             retry=RetryPolicy(base_delay_s=config.retry_base_delay_s),
         )
     if config.tts == "local":
-        raise NotImplementedRouteError("--tts local (qwen-tts on your GPU) is not available yet; use --tts api")
+        raise NotImplementedRouteError(
+            "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"
+        )
     raise ConfigError(f"unknown TTS route {config.tts!r}")
 
 
@@ -136,7 +144,11 @@ def synthesize_lines(
                     code=exc.code,
                     status=exc.status,
                 ) from None
-            meta = {"billed_characters": clip.billed_characters, "attempts": clip.attempts, "requests": clip.requests}
+            meta = {
+                "billed_characters": clip.billed_characters,
+                "attempts": clip.attempts,
+                "requests": clip.requests,
+            }
             hit = cache.put(key, clip.audio, clip.sample_rate, meta)
             with lock:
                 totals["billed_characters"] += clip.billed_characters
@@ -174,7 +186,9 @@ def synthesize(
     records, totals = synthesize_lines(
         lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region
     )
-    write_json_atomic(manifest, {"language": lang_code, "identity": synth.identity(), "clips": [asdict(r) for r in records]})
+    write_json_atomic(
+        manifest, {"language": lang_code, "identity": synth.identity(), "clips": [asdict(r) for r in records]}
+    )
     stage_logger().info(
         "synthesized lang=%s lines=%d new=%d billed_characters=%d",
         lang_code, len(records), sum(not r.cached for r in records), int(totals["billed_characters"]),

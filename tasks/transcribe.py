@@ -26,7 +26,9 @@ def transcribe(
         log.info("transcript cached segments=%d", len(transcript.segments))
         return transcript, key
     progress = StageProgress("transcribe", 1.0, unit="s")
-    transcript = transcriber.transcribe(vocals, source_lang, progress=lambda done, total: progress.set(done, total))
+    transcript = transcriber.transcribe(
+        vocals, source_lang, progress=lambda done, total: progress.set(done, total)
+    )
     progress.set(progress.total)
     if not any(seg.words for seg in transcript.segments):
         raise InputError("no speech found in the audio: there is nothing to dub")

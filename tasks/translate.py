@@ -34,13 +34,17 @@ class TranslatedLine:
         return self.end + self.pause_after
 
 
-def make_translator(route: str, model: str, region: str, rpm: int, concurrency: int, retry: RetryPolicy) -> Translator:
+def make_translator(
+    route: str, model: str, region: str, rpm: int, concurrency: int, retry: RetryPolicy
+) -> Translator:
     if route == "api":
         from models.qwen_mt import QwenMTTranslator
 
         return QwenMTTranslator(model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry)
     if route == "local":
-        raise NotImplementedRouteError("--translator local is not available yet; use --translator api (Qwen-MT)")
+        raise NotImplementedRouteError(
+            "--translator local is not available yet; use --translator api (Qwen-MT)"
+        )
     raise ConfigError(f"unknown translator route {route!r}")
 
 
@@ -80,6 +84,7 @@ def translate_lines(
     def count(what: str) -> None:
         with stats_lock:
             stats[what] += 1
+
     progress = StageProgress(f"translate-{target.code}", len(lines), unit="lines")
 
     def one(line: Line) -> TranslatedLine:
@@ -88,7 +93,9 @@ def translate_lines(
             text = line.text
         else:
             assert translator is not None
-            key = content_key("mt-v1", translator.identity(), source.code if source else "auto", target.code, line.text)
+            key = content_key(
+                "mt-v1", translator.identity(), source.code if source else "auto", target.code, line.text
+            )
             cached = cache.get(key)
             if cached is not None:
                 count("cached")
@@ -98,7 +105,9 @@ def translate_lines(
                     text = translator.translate(line.text, source, target)
                 except UpstreamError as exc:
                     raise UpstreamError(
-                        f"translation of line {line.index} ({target.code}) failed: {exc.detail}", code=exc.code, status=exc.status
+                        f"translation of line {line.index} ({target.code}) failed: {exc.detail}",
+                        code=exc.code,
+                        status=exc.status,
                     ) from None
                 count("calls")
                 cache.put(key, text)
@@ -133,8 +142,12 @@ def translate(
         source = None  # a detected language outside the ten: let the engine auto-detect
     translator = None
     if source is None or source.code != target.code:
-        translator = make_translator(route, model, region, rpm, concurrency, RetryPolicy(base_delay_s=retry_base_delay_s))
-    translated, stats = translate_lines(lines, source, target, translator, TranslationCache(cache_dir), concurrency)
+        translator = make_translator(
+            route, model, region, rpm, concurrency, RetryPolicy(base_delay_s=retry_base_delay_s)
+        )
+    translated, stats = translate_lines(
+        lines, source, target, translator, TranslationCache(cache_dir), concurrency
+    )
     write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
     stage_logger().info(
         "translated lang=%s lines=%d calls=%d cached=%d copied=%d",

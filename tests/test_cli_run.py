@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,16 +26,23 @@ def run(args: list[str], server: LoopbackDashScope, tmp: Path, key: str) -> subp
         "PREFECT_HOME": str(tmp / "prefect-home"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "flows.dub", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "flows.dub", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
-def test_cli_dubs_and_never_prints_text_or_key(tmp_path: Path, tiny_en_model: Path, sample_truth: dict) -> None:
+def test_cli_dubs_and_never_prints_text_or_key(
+    tmp_path: Path, tiny_en_model: Path, sample_truth: dict
+) -> None:
     with LoopbackDashScope(api_key="sk-very-secret-0123456789") as server:
         out = tmp_path / "out"
         proc = run(
-            ["media_samples/sample.mp4", "--langs", "ja,en", "--out", str(out), "--asr-model", str(tiny_en_model),
-             "--stream"],
+            ["media_samples/sample.mp4", "--langs", "ja,en", "--out", str(out),
+             "--asr-model", str(tiny_en_model), "--stream"],
             server, tmp_path, server.api_key,
         )  # fmt: skip
     console = proc.stdout + proc.stderr
@@ -54,7 +61,8 @@ def test_cli_upstream_rejection_is_one_error_line(tmp_path: Path, tiny_en_model:
     with LoopbackDashScope() as server:
         out = tmp_path / "out"
         proc = run(
-            ["media_samples/sample.mp4", "--langs", "ja", "--out", str(out), "--asr-model", str(tiny_en_model)],
+            ["media_samples/sample.mp4", "--langs", "ja", "--out", str(out),
+             "--asr-model", str(tiny_en_model)],
             server, tmp_path, "sk-wrong-key",
         )  # fmt: skip
     assert proc.returncode == 1

@@ -71,7 +71,9 @@ def test_retry_after_is_honoured(dashscope_server: LoopbackDashScope) -> None:
     [(400, "InvalidParameter"), (401, "InvalidApiKey"), (403, "AccessDenied"), (404, "ModelNotFound"),
      (429, "Throttling.AllocationQuota"), (400, "Arrearage")],
 )  # fmt: skip
-def test_permanent_errors_are_not_retried(dashscope_server: LoopbackDashScope, status: int, code: str) -> None:
+def test_permanent_errors_are_not_retried(
+    dashscope_server: LoopbackDashScope, status: int, code: str
+) -> None:
     dashscope_server.fail_next("tts", status, code, times=1)
     with pytest.raises(UpstreamError) as err:
         make_tts().synthesize("A secret script line.", EN)
@@ -128,7 +130,10 @@ def test_long_line_is_split_at_sentences_never_truncated(dashscope_server: Loopb
     assert all(len(s) <= MAX_REQUEST_CHARS for s in sent)
     assert all(s.endswith(".") for s in sent)  # cut at sentence ends
     assert " ".join(sent) == text
-    assert abs(clip.audio.size / SAMPLE_RATE - dashscope_server.seconds_per_char * (len(text) - len(sent) + 1)) < 0.1
+    assert (
+        abs(clip.audio.size / SAMPLE_RATE - dashscope_server.seconds_per_char * (len(text) - len(sent) + 1))
+        < 0.1
+    )
 
 
 def test_connection_refused_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,8 +156,13 @@ def test_region_hosts_and_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.delenv(var, raising=False)
     assert Endpoint.for_region("intl").http_base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
     assert Endpoint.for_region("cn").http_base_url == "https://dashscope.aliyuncs.com/api/v1"
-    assert Endpoint.for_region("cn").compatible_base_url == "https://dashscope.aliyuncs.com/compatible-mode/v1"
+    assert (
+        Endpoint.for_region("cn").compatible_base_url == "https://dashscope.aliyuncs.com/compatible-mode/v1"
+    )
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://proxy.local/api/v1")
     monkeypatch.setenv("DASHSCOPE_COMPATIBLE_BASE_URL", "http://proxy.local/compatible-mode/v1")
     e = Endpoint.for_region("intl")
-    assert (e.http_base_url, e.compatible_base_url) == ("http://proxy.local/api/v1", "http://proxy.local/compatible-mode/v1")
+    assert (e.http_base_url, e.compatible_base_url) == (
+        "http://proxy.local/api/v1",
+        "http://proxy.local/compatible-mode/v1",
+    )

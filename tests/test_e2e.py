@@ -103,7 +103,9 @@ def test_logs_carry_neither_script_text_nor_key(job, sample_truth: dict) -> None
         async with get_client() as client:
             runs = await client.read_flow_runs()
             ids = [r.id for r in runs]
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200
+            )
             return [log.message for log in logs]
 
     messages = asyncio.run(read_all())

@@ -43,7 +43,10 @@ def test_fix_torchaudio_finds_only_cuda_linked_objects(tmp_path: Path) -> None:
 
 def test_fix_torchaudio_is_idempotent() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fix_torchaudio.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, str(ROOT / "scripts" / "fix_torchaudio.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0
     assert "removed" not in proc.stdout  # already applied by setup; a second run changes nothing

@@ -14,7 +14,9 @@ FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05)
 
 
 def test_request_shape_is_what_qwen_mt_expects(dashscope_server: LoopbackDashScope) -> None:
-    mt = QwenMTTranslator(retry=FAST, terms={"ja": {"lighthouse": "灯台"}}, domain="Travel documentary narration.")
+    mt = QwenMTTranslator(
+        retry=FAST, terms={"ja": {"lighthouse": "灯台"}}, domain="Travel documentary narration."
+    )
     out = mt.translate("The old lighthouse turns on.", get_language("en"), get_language("ja"))
     assert "灯台" in out
     (req,) = dashscope_server.requests_of("mt")
