@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)"
     )
     p.add_argument("--cache-dir", type=Path, help="clip/translation cache (default ~/.cache/qwen-dub)")
+    p.add_argument("--instructions", help="speaking direction (speed, emotion, tone) for instruct TTS models")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="transcribe and plan, then print the estimated characters and cost per language; no paid call",
+    )
+    p.add_argument(
+        "--budget", type=float, help="refuse the job if the estimated TTS cost exceeds this amount"
+    )
     p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -113,6 +122,9 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "max_speedup": args.max_speedup,
         "audio_codec": args.audio_codec,
         "container": args.container,
+        "instructions": args.instructions,
+        "dry_run": args.dry_run,
+        "budget": args.budget,
     }
     for key, value in (
         ("tts_model", args.tts_model),
@@ -142,7 +154,7 @@ def preflight(config) -> None:  # config: DubConfig
         raise NotImplementedRouteError(
             "--translator local is not available yet; use --translator api (Qwen-MT)"
         )
-    if config.tts == "api" or config.translator == "api":
+    if (config.tts == "api" or config.translator == "api") and not config.dry_run:
         api_key_from_env()
     resolve_model_name(config.asr_model)
     out = config.out_dir
@@ -197,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if result.video is None:
+        from tasks.estimate import format_estimates
+
+        print(format_estimates(result.estimates))
+        print(f"estimate: {result.report}")
+        return 0
     print(f"dubbed video: {result.video}")
     print(f"report: {result.report}")
     for lang, path in result.subtitles.items():

@@ -54,6 +54,17 @@ class DubConfig(BaseModel):
     container: Literal["mkv", "mp4"] = "mkv"
     cache_dir: Path = Field(default_factory=default_cache_dir)
     retry_base_delay_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    instructions: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Speaking direction for instruct TTS models (speed, emotion)",
+    )
+    dry_run: bool = Field(
+        default=False, description="Estimate characters and cost, then stop before any paid call"
+    )
+    budget: float | None = Field(
+        default=None, gt=0, description="Refuse a job whose estimated TTS cost exceeds this"
+    )
 
     @field_validator("langs", mode="before")
     @classmethod
@@ -82,9 +93,14 @@ class DubConfig(BaseModel):
     @model_validator(mode="after")
     def _check_voice(self) -> DubConfig:
         if self.tts == "api":
-            from models.voices import resolve_voice
+            from models.voices import INSTRUCT_MODELS, resolve_voice
 
             resolve_voice(self.voice, self.tts_model)
+            if self.instructions and self.tts_model not in INSTRUCT_MODELS:
+                raise ConfigError(
+                    f"--instructions needs an instruct model (--tts-model qwen3-tts-instruct-flash-2026-01-26), "
+                    f"not {self.tts_model}"
+                )
         return self
 
     @property

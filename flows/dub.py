@@ -26,6 +26,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.config import DubConfig
 from models.languages import get_language
 from tasks.assemble import assemble, measure_source_loudness
+from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
+from tasks.files import write_json_atomic
 from tasks.job import JobPaths
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import DISCLOSURE, build_report, write_report
@@ -40,9 +42,10 @@ MAX_PARALLEL_LANGUAGES = 4  # languages share one API rate limit; more threads w
 
 @dataclass(frozen=True)
 class DubResult:
-    video: Path
+    video: Path | None  # None for a dry run
     report: Path
     subtitles: dict[str, Path]
+    estimates: list[LanguageEstimate]
 
 
 class StageClock:
@@ -73,16 +76,24 @@ def dub(config: DubConfig) -> DubResult:
         info, video_digest = probe(config.video)
     rate, channels = working_layout(info)
     with clock.stage("extract"):
-        audio, audio_key = extract(info, video_digest, job.audio)
+        audio, analysis, audio_key = extract(info, video_digest, job.audio, job.analysis)
         source_lufs = measure_source_loudness(audio)
     with clock.stage("separate"):
         stems = separate(audio, audio_key, config.separator)
+    # without separation the 16 kHz mono analysis copy is what recognition and onset detection read
+    speech = stems.vocals if stems.background is not None else analysis
     with clock.stage("transcribe"):
         transcript, transcript_key = transcribe(
-            stems.vocals, stems.key, config.asr_model, config.source_lang, job.transcript
+            speech, stems.key, config.asr_model, config.source_lang, job.transcript
         )
     with clock.stage("segment"):
-        source_lang, lines, _plan_key = segment(transcript, transcript_key, stems.vocals, job.segments)
+        source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
+
+    with clock.stage("estimate"):
+        estimates = estimate_cost(lines, source_lang, config)
+    if config.dry_run:
+        write_json_atomic(job.estimate, {"languages": estimates_as_json(estimates), "lines": len(lines)})
+        return DubResult(video=None, report=job.estimate, subtitles={}, estimates=estimates)
 
     langs = config.langs
     with clock.stage("translate"):
@@ -123,7 +134,8 @@ def dub(config: DubConfig) -> DubResult:
                 info.duration,
                 source_lufs,
                 config.max_speedup,
-                job.mix(code),
+                config.audio_codec,
+                job.dub_audio(code),
                 job.srt(code),
                 job.vtt(code),
             )  # fmt: skip
@@ -131,9 +143,9 @@ def dub(config: DubConfig) -> DubResult:
         }
         tracks = [assembling[code].result() for code in langs]
     with clock.stage("remux"):
-        dub_tracks = [DubTrack(get_language(t.language), Path(t.mix_wav), Path(t.srt)) for t in tracks]
+        dub_tracks = [DubTrack(get_language(t.language), Path(t.audio_file), Path(t.srt)) for t in tracks]
         voice_note = f" Voice: {config.voice} ({config.tts_model})." if config.tts == "api" else ""
-        final = remux_task(info, dub_tracks, job.final, config.audio_codec, DISCLOSURE + voice_note)
+        final = remux_task(info, dub_tracks, job.final, DISCLOSURE + voice_note)
 
     report = build_report(
         job={
@@ -168,4 +180,6 @@ def dub(config: DubConfig) -> DubResult:
         max_speedup=config.max_speedup,
     )
     write_report(report, job.report)
-    return DubResult(video=final, report=job.report, subtitles={code: job.srt(code) for code in langs})
+    return DubResult(
+        video=final, report=job.report, subtitles={code: job.srt(code) for code in langs}, estimates=estimates
+    )

@@ -48,6 +48,7 @@ class DashScopeTTS:
         rpm: int = 180,
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        require_key: bool = True,
     ) -> None:
         self.model = model
         self.voice = resolve_voice(voice, model).name
@@ -61,7 +62,8 @@ class DashScopeTTS:
         self.endpoint = Endpoint.for_region(region)
         self.retry = retry or RetryPolicy()
         self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
-        self._api_key = api_key_from_env()
+        # checked at construction so a job fails before work; dry runs (cost estimates) need no key
+        self._api_key = api_key_from_env() if require_key else None
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -101,7 +103,7 @@ class DashScopeTTS:
     def _call_kwargs(self, text: str, language: Language) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "api_key": self._api_key,
+            "api_key": self._api_key or api_key_from_env(),
             "text": text,
             "voice": self.voice,
             "language_type": language.name,  # instruct models reject lowercase names

@@ -28,6 +28,7 @@ class QwenMTTranslator:
         rpm: int = 60,
         concurrency: int = 4,
         retry: RetryPolicy | None = None,
+        require_key: bool = True,
         terms: dict[str, dict[str, str]] | None = None,
         domain: str | None = None,
     ) -> None:
@@ -38,7 +39,8 @@ class QwenMTTranslator:
         self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
         self.terms = terms or {}  # target code -> {source term: target term}
         self.domain = domain
-        self._api_key = api_key_from_env()
+        # checked at construction so a job fails before work; dry runs (cost estimates) need no key
+        self._api_key = api_key_from_env() if require_key else None
 
     def identity(self) -> dict[str, Any]:
         return {"route": self.route, "model": self.model, "terms": self.terms, "domain": self.domain or ""}
@@ -61,7 +63,7 @@ class QwenMTTranslator:
         with self.limiter.slot():
             response: Any = Generation.call(
                 model=self.model,
-                api_key=self._api_key,
+                api_key=self._api_key or api_key_from_env(),
                 messages=[{"role": "user", "content": text}],  # type: ignore[list-item]
                 translation_options=options,
                 result_format="message",

@@ -11,10 +11,9 @@ import soundfile as sf
 from prefect import task
 
 from models.languages import get_language
-from tasks.files import atomic_path
 from tasks.fit import fit_clip_to_slot, place_clips
-from tasks.media import STAGE
-from tasks.mix import integrated_loudness, mix_dub, true_peak_db
+from tasks.media import STAGE, encode_audio
+from tasks.mix import PCM_CEILING_DBTP, integrated_loudness, mix_dub, true_peak_db
 from tasks.progress import stage_logger
 from tasks.subtitles import cues_for_track, write_srt, write_vtt
 from tasks.synthesize import ClipRecord
@@ -35,7 +34,7 @@ class LineTiming:
 @dataclass
 class TrackResult:
     language: str
-    mix_wav: str
+    audio_file: str
     srt: str
     vtt: str
     integrated_lufs: float
@@ -85,7 +84,7 @@ def assemble_track(
             )
         )
     dub = place_clips(fits, rate, background.shape[0])
-    mix, gain_db = mix_dub(dub, background, rate, target_lufs)
+    mix, gain_db = mix_dub(dub, background, rate, target_lufs, ceiling_dbtp=PCM_CEILING_DBTP)
     return mix, gain_db, timings
 
 
@@ -100,7 +99,8 @@ def assemble(
     duration: float,
     target_lufs: float,
     max_speedup: float,
-    mix_wav: Path,
+    audio_codec: str,
+    audio_out: Path,
     srt_path: Path,
     vtt_path: Path,
 ) -> TrackResult:
@@ -113,8 +113,7 @@ def assemble(
     else:
         background = np.zeros((total, channels), dtype=np.float32)
     mix, gain_db, timings = assemble_track(lines, clips, background, rate, target_lufs, max_speedup)
-    with atomic_path(mix_wav) as tmp:
-        sf.write(str(tmp), mix, rate, subtype="FLOAT")
+    encode_audio(mix, rate, audio_out, audio_codec)
     cues = cues_for_track(
         [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration
     )
@@ -122,7 +121,7 @@ def assemble(
     write_vtt(cues, vtt_path, language.code)
     result = TrackResult(
         language=lang_code,
-        mix_wav=str(mix_wav),
+        audio_file=str(audio_out),
         srt=str(srt_path),
         vtt=str(vtt_path),
         integrated_lufs=round(integrated_loudness(mix, rate), 2),

@@ -22,6 +22,10 @@ class JobPaths:
         return self.work / "audio.wav"
 
     @property
+    def analysis(self) -> Path:
+        return self.work / "analysis.wav"
+
+    @property
     def vocals(self) -> Path:
         return self.work / "vocals.wav"
 
@@ -46,14 +50,18 @@ class JobPaths:
     def clips_manifest(self, lang: str) -> Path:
         return self.work / f"clips.{lang}.json"
 
-    def mix(self, lang: str) -> Path:
-        return self.work / f"mix.{lang}.wav"
+    def dub_audio(self, lang: str) -> Path:
+        return self.work / f"dub.{lang}.mka"
 
     def srt(self, lang: str) -> Path:
         return self.root / f"{self.name}.{lang}.srt"
 
     def vtt(self, lang: str) -> Path:
         return self.root / f"{self.name}.{lang}.vtt"
+
+    @property
+    def estimate(self) -> Path:
+        return self.root / "estimate.json"
 
     @property
     def report(self) -> Path:

@@ -1,54 +1,185 @@
-"""Mix a dub over the background at the source programme's loudness (ITU-R BS.1770 / EBU R128),
-with true peak held under -1 dBTP."""
+"""Mix a dub over the background at the source programme's loudness (ITU-R BS.1770-4 / EBU R128),
+with true peak held under the ceiling.
+
+Loudness is computed here rather than by calling pyloudnorm on every candidate mix: the K-weighting
+filter is linear, so K(background + g*dub) = K(background) + g*K(dub), and each 100 ms sub-block's
+energy is Eb + 2g*Ebd + g^2*Ed. One filtering pass per signal gives the loudness of the mix at any
+dialogue gain g for the price of a few array operations (10 min of 48 kHz stereo: ~1 s instead of
+~4 full measurements). pyloudnorm supplies the filter coefficients and is the reference the tests
+compare against.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import resample_poly, sosfilt, tf2sos
 
 TRUE_PEAK_CEILING_DBTP = -1.0  # EBU R128 / streaming platforms' delivery limit
+# The PCM mix is limited a little lower: lossy encoding (AAC/Opus) overshoots the PCM true peak by a few
+# tenths of a dB, and the limit must hold on the delivered track.
+PCM_CEILING_DBTP = -1.5
 OVERSAMPLE = 4  # BS.1770-4 true-peak estimation oversamples x4
 DEFAULT_TARGET_LUFS = -23.0  # EBU R128 programme level, used when the source is silent
 LIMITER_RELEASE_S = 0.05
+BLOCK_S, STEP_S = 0.4, 0.1  # BS.1770 gating blocks: 400 ms, 75 % overlap
+ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU = -70.0, -10.0
+# Inter-sample peaks on real audio stay well under 4 dB above the sample peak, so only regions whose
+# sample peak is within that margin of the ceiling need the (costly) oversampled look.
+INTERSAMPLE_MARGIN_DB = 4.0
+
+
+@functools.lru_cache(maxsize=8)
+def _k_weighting_sos(rate: int) -> tuple[np.ndarray, float]:
+    """pyloudnorm's K-weighting stages as float32 second-order sections (one sosfilt pass: 3.5x faster
+    than two float64 lfilter passes, within 1e-4 relative, i.e. < 0.001 LU)."""
+    import pyloudnorm
+
+    stages = list(pyloudnorm.Meter(rate)._filters.values())
+    sos = np.vstack([tf2sos(stage.b, stage.a) for stage in stages]).astype(np.float32)
+    return sos, float(np.prod([stage.passband_gain for stage in stages]))
+
+
+def k_filter(audio: np.ndarray, rate: int) -> np.ndarray:
+    """BS.1770 K-weighting (high shelf + high pass), per channel (axis 0 is time), float32."""
+    sos, gain = _k_weighting_sos(rate)
+    data = np.asarray(audio, dtype=np.float32)
+    if data.ndim == 1:
+        return (sosfilt(sos, data) * gain).astype(np.float32)
+    return np.stack(
+        [(sosfilt(sos, np.ascontiguousarray(data[:, c])) * gain) for c in range(data.shape[1])], 1
+    ).astype(np.float32)
+
+
+def _subblock_sums(a: np.ndarray, b: np.ndarray, rate: int) -> np.ndarray:
+    """Sum of a*b over consecutive 100 ms sub-blocks (axis 0), per channel, in float64."""
+    n = int(round(STEP_S * rate))
+    count = a.shape[0] // n
+    if a.ndim == 1 and b.ndim == 1:
+        return np.einsum(
+            "ij,ij->i", a[: count * n].reshape(count, n), b[: count * n].reshape(count, n), dtype=np.float64
+        )
+    a2 = a if a.ndim == 2 else a[:, None]
+    b2 = b if b.ndim == 2 else b[:, None]
+    channels = max(a2.shape[1], b2.shape[1])
+    out = np.empty((count, channels))
+    for c in range(channels):
+        x = np.ascontiguousarray(a2[: count * n, min(c, a2.shape[1] - 1)]).reshape(count, n)
+        y = np.ascontiguousarray(b2[: count * n, min(c, b2.shape[1] - 1)]).reshape(count, n)
+        out[:, c] = np.einsum("ij,ij->i", x, y, dtype=np.float64)
+    return out
+
+
+def _gated(z: np.ndarray) -> float:
+    """Integrated loudness from per-block mean squares z (channels x blocks), L/R weights 1."""
+    if z.shape[1] == 0:
+        return float("-inf")
+    with np.errstate(divide="ignore"):
+        block = -0.691 + 10 * np.log10(z.sum(axis=0))
+        keep = block >= ABSOLUTE_GATE_LUFS
+        if not keep.any():
+            return float("-inf")
+        relative = -0.691 + 10 * np.log10(z[:, keep].mean(axis=1).sum()) + RELATIVE_GATE_LU
+        keep &= block > relative
+        if not keep.any():
+            return float("-inf")
+        return float(-0.691 + 10 * np.log10(z[:, keep].mean(axis=1).sum()))
+
+
+def _blocks(sub: np.ndarray, rate: int) -> np.ndarray:
+    """Per-block mean square (channels x blocks) from sub-block sums (subblocks x channels)."""
+    per_block = int(round(BLOCK_S / STEP_S))
+    if sub.shape[0] < per_block:
+        return np.zeros((sub.shape[1], 0))
+    csum = np.concatenate([np.zeros((1, sub.shape[1])), np.cumsum(sub, axis=0)])
+    z = (csum[per_block:] - csum[:-per_block]) / (BLOCK_S * rate)
+    return z.T
 
 
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
-    """BS.1770 integrated loudness in LUFS (pyloudnorm); -inf for silence."""
-    import pyloudnorm
-
+    """BS.1770-4 integrated loudness in LUFS; -inf for silence or less than one 400 ms block."""
     data = audio if audio.ndim == 2 else audio[:, None]
-    if data.shape[0] < int(0.4 * rate):  # the gating block is 400 ms
+    if data.shape[0] < int(BLOCK_S * rate):
         return float("-inf")
-    return float(pyloudnorm.Meter(rate).integrated_loudness(data))
+    k = k_filter(data, rate)
+    return _gated(_blocks(_subblock_sums(k, k, rate), rate))
+
+
+class MixLoudness:
+    """Loudness of background + g * dialogue for any g, from one filtering pass of each signal."""
+
+    def __init__(self, dialogue: np.ndarray, background: np.ndarray | None, rate: int, channels: int) -> None:
+        self.rate = rate
+        kd = k_filter(dialogue, rate)
+        self.ed = _subblock_sums(kd, kd, rate)[:, None].repeat(channels, axis=1)
+        if background is None:
+            self.eb = np.zeros_like(self.ed)
+            self.ebd = np.zeros_like(self.ed)
+        else:
+            kb = k_filter(background, rate)
+            self.eb = _subblock_sums(kb, kb, rate)
+            self.ebd = _subblock_sums(kb, kd, rate)
+
+    def loudness(self, gain: float) -> float:
+        sub = self.eb + 2 * gain * self.ebd + gain * gain * self.ed
+        return _gated(_blocks(np.maximum(sub, 0.0), self.rate))
+
+    def solve_gain_db(self, target_lufs: float) -> float:
+        """Dialogue gain (dB) putting the mix at target_lufs. Loudness rises monotonically with the
+        gain, so a few secant steps from the dialogue-only estimate converge to < 0.01 LU."""
+        gain_db = 0.0
+        for _ in range(8):
+            err = target_lufs - self.loudness(10 ** (gain_db / 20))
+            if not np.isfinite(err) or abs(err) < 0.01:
+                break
+            gain_db += err
+        return gain_db
 
 
 def true_peak_db(audio: np.ndarray) -> float:
     data = audio if audio.ndim == 2 else audio[:, None]
-    up = resample_poly(data, OVERSAMPLE, 1, axis=0)
-    peak = float(np.max(np.abs(up))) if up.size else 0.0
+    env = _true_peak_envelope(data)
+    peak = float(env.max(initial=0.0))
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def _true_peak_envelope(data: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Per-sample peak over channels, 4x-oversampled where the sample peak comes within
+    INTERSAMPLE_MARGIN_DB of `floor` (everywhere when floor is 0)."""
+    env = np.abs(data).max(axis=1)
+    threshold = floor * 10 ** (-INTERSAMPLE_MARGIN_DB / 20)
+    block = 4096
+    pad = 64  # resampler support on each side
+    hot = np.maximum.reduceat(env, np.arange(0, env.size, block)) > threshold
+    # oversample each run of consecutive hot blocks in one call (fewer, larger resampler calls)
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], hot, [False]]).astype(np.int8)))
+    for first, last in zip(edges[::2], edges[1::2], strict=True):
+        lo, hi = first * block, min(env.size, last * block)
+        a, z = max(0, lo - pad), min(env.size, hi + pad)
+        up = np.abs(resample_poly(data[a:z], OVERSAMPLE, 1, axis=0)).max(axis=1)
+        up = up[: (z - a) * OVERSAMPLE].reshape(z - a, OVERSAMPLE).max(axis=1)
+        env[lo:hi] = np.maximum(env[lo:hi], up[lo - a : hi - a])
+    return env
 
 
 def limit_true_peak(
     audio: np.ndarray, ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP, rate: int = 48000
 ) -> np.ndarray:
-    """A look-ahead peak limiter on the 4x-oversampled envelope: gain never exceeds what keeps the
-    true peak at the ceiling; gain changes are smoothed over a short release so speech is not distorted.
-    A loudness-matched dub rarely needs more than a few dB of reduction on its loudest syllables."""
+    """A look-ahead peak limiter on the oversampled envelope: the gain never lets the true peak pass
+    the ceiling, and gain changes are smoothed over a short window so speech is not distorted."""
     data = audio if audio.ndim == 2 else audio[:, None]
     ceiling = 10 ** (ceiling_dbtp / 20) * 0.995  # small margin for the resampler's own ripple
-    up = np.abs(resample_poly(data, OVERSAMPLE, 1, axis=0)).max(axis=1)
-    env = up[: data.shape[0] * OVERSAMPLE].reshape(data.shape[0], OVERSAMPLE).max(axis=1)
+    env = _true_peak_envelope(data, ceiling)
     if env.max(initial=0.0) <= ceiling:
         return audio
-    gain = np.minimum(1.0, ceiling / np.maximum(env, 1e-9))
-    # look-ahead: a sample's gain is the minimum over a window around it, then smoothed
-    win = max(1, int(LIMITER_RELEASE_S * rate))
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-    gain = minimum_filter1d(gain, size=2 * win + 1, mode="nearest")
+    raw = np.minimum(1.0, ceiling / np.maximum(env, 1e-9))
+    win = max(1, int(LIMITER_RELEASE_S * rate))
+    gain = minimum_filter1d(raw, size=2 * win + 1, mode="nearest")
     gain = uniform_filter1d(gain, size=win, mode="nearest")
-    gain = np.minimum(gain, np.minimum(1.0, ceiling / np.maximum(env, 1e-9)))
+    gain = np.minimum(gain, raw)
     out = data * gain[:, None].astype(data.dtype)
     return out if audio.ndim == 2 else out[:, 0]
 
@@ -58,21 +189,19 @@ def mix_dub(
     background: np.ndarray,
     rate: int,
     target_lufs: float,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
 ) -> tuple[np.ndarray, float]:
     """Scale the dialogue so the whole mix lands at `target_lufs` (background level untouched), then
     hold true peak under the ceiling. Returns the mix (frames x channels) and the dialogue gain in dB."""
     channels = background.shape[1]
-    dialogue = np.repeat(dub[:, None], channels, axis=1).astype(np.float32)
     if not np.isfinite(target_lufs):
         target_lufs = DEFAULT_TARGET_LUFS
     gain_db = 0.0
-    if np.any(dialogue):
-        # Loudness is not additive in dB, so iterate: each step corrects the remaining error.
-        for _ in range(4):
-            mix = background + dialogue * 10 ** (gain_db / 20)
-            err = target_lufs - integrated_loudness(mix, rate)
-            if not np.isfinite(err) or abs(err) < 0.05:
-                break
-            gain_db += err
-    mix = (background + dialogue * 10 ** (gain_db / 20)).astype(np.float32)
-    return limit_true_peak(mix, rate=rate), gain_db
+    has_background = bool(np.any(background))
+    if np.any(dub):
+        model = MixLoudness(dub, background if has_background else None, rate, channels)
+        gain_db = model.solve_gain_db(target_lufs)
+    g = np.float32(10 ** (gain_db / 20))
+    mix = background.astype(np.float32, copy=True)
+    mix += (dub.astype(np.float32) * g)[:, None]
+    return limit_true_peak(mix, ceiling_dbtp, rate=rate), gain_db

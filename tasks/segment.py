@@ -327,7 +327,7 @@ from tasks.files import content_key, is_fresh, mark_fresh, write_json_atomic  # 
 from tasks.media import STAGE  # noqa: E402
 from tasks.progress import stage_logger  # noqa: E402
 
-ANALYSIS_RATE = 16_000  # Hz: enough for a speech energy envelope, and 3x cheaper than 48 kHz
+from tasks.media import ANALYSIS_RATE  # noqa: E402
 
 
 def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:

@@ -77,7 +77,7 @@ class ClipCache:
         return wav, meta
 
 
-def make_synthesizer(config: Any) -> SpeechSynthesizer:
+def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer:
     if config.tts == "api":
         from models.dashscope_tts import DashScopeTTS
 
@@ -86,15 +86,21 @@ def make_synthesizer(config: Any) -> SpeechSynthesizer:
             voice=config.voice,
             region=config.region,
             stream=config.stream,
+            instructions=config.instructions,
             rpm=config.tts_rpm,
             concurrency=config.concurrency,
             retry=RetryPolicy(base_delay_s=config.retry_base_delay_s),
+            require_key=require_key,
         )
     if config.tts == "local":
         raise NotImplementedRouteError(
             "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"
         )
     raise ConfigError(f"unknown TTS route {config.tts!r}")
+
+
+def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
+    return content_key("clip-v1", identity, language, text)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -119,7 +125,7 @@ def synthesize_lines(
 ) -> tuple[list[ClipRecord], dict[str, float]]:
     log = stage_logger()
     identity = synth.identity()
-    keys = [content_key("clip-v1", identity, language.code, ln.text) for ln in lines]
+    keys = [clip_key(identity, language.code, ln.text) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
     estimate_chars = sum(billed_characters(ln.text) for ln in missing)
     cost, currency = price(estimate_chars, region) if identity.get("route") == "api" else (0.0, "")

@@ -35,17 +35,29 @@ class TranslatedLine:
 
 
 def make_translator(
-    route: str, model: str, region: str, rpm: int, concurrency: int, retry: RetryPolicy
+    route: str,
+    model: str,
+    region: str,
+    rpm: int,
+    concurrency: int,
+    retry: RetryPolicy,
+    require_key: bool = True,
 ) -> Translator:
     if route == "api":
         from models.qwen_mt import QwenMTTranslator
 
-        return QwenMTTranslator(model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry)
+        return QwenMTTranslator(
+            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
+        )
     if route == "local":
         raise NotImplementedRouteError(
             "--translator local is not available yet; use --translator api (Qwen-MT)"
         )
     raise ConfigError(f"unknown translator route {route!r}")
+
+
+def translation_key(identity: dict[str, Any], source: Language | None, target: Language, text: str) -> str:
+    return content_key("mt-v1", identity, source.code if source else "auto", target.code, text)
 
 
 class TranslationCache:
@@ -93,9 +105,7 @@ def translate_lines(
             text = line.text
         else:
             assert translator is not None
-            key = content_key(
-                "mt-v1", translator.identity(), source.code if source else "auto", target.code, line.text
-            )
+            key = translation_key(translator.identity(), source, target, line.text)
             cached = cache.get(key)
             if cached is not None:
                 count("cached")

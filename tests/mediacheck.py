@@ -34,14 +34,16 @@ def video_packet_hashes(path: Path) -> list[str]:
     return [ln.rsplit(",", 1)[-1].strip() for ln in out.splitlines() if ln and not ln.startswith("#")]
 
 
-def decode_audio_stream(path: Path, audio_index: int, rate: int = 48000) -> np.ndarray:
-    """The audio stream `audio_index` (0-based among audio streams) as mono float32 at `rate`."""
+def decode_audio_stream(path: Path, audio_index: int, rate: int = 48000, channels: int = 1) -> np.ndarray:
+    """The audio stream `audio_index` (0-based among audio streams) as float32 at `rate`: mono
+    (frames,) by default, or frames x channels."""
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:a:{audio_index}", "-ac", "1", "-ar", str(rate),
-         "-f", "f32le", "-"],
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:a:{audio_index}", "-ac", str(channels),
+         "-ar", str(rate), "-f", "f32le", "-"],
         check=True, capture_output=True,
     ).stdout  # fmt: skip
-    return np.frombuffer(raw, dtype="<f4")
+    samples = np.frombuffer(raw, dtype="<f4")
+    return samples if channels == 1 else samples.reshape(-1, channels)
 
 
 def rms_db(x: np.ndarray) -> float:

@@ -70,6 +70,18 @@ def test_dubbed_speech_starts_at_each_line(job) -> None:
             assert rms_db(after) - rms_db(before) > 15, (lang, line["index"])
 
 
+def test_delivered_tracks_meet_loudness_and_true_peak(job, sample_video: Path) -> None:
+    """Measured on the decoded output, as a black-box check would: each dub track within 1 LU of the
+    source programme loudness, true peak at most -1 dBTP."""
+    from tasks.mix import integrated_loudness, true_peak_db
+
+    source = integrated_loudness(decode_audio_stream(sample_video, 0, RATE, channels=2), RATE)
+    for n in range(len(LANGS)):
+        track = decode_audio_stream(job["result"].video, 1 + n, RATE, channels=2)
+        assert abs(integrated_loudness(track, RATE) - source) <= 1.0
+        assert true_peak_db(track) <= -1.0
+
+
 def test_subtitles_and_report(job) -> None:
     out = job["config"].out_dir
     report = json.loads((out / "report.json").read_text())
@@ -154,3 +166,44 @@ def test_a_failing_line_fails_the_job_naming_line_and_code(job, tmp_path: Path) 
         dub(config)
     assert not (tmp_path / "out" / "sample.dubbed.mkv").exists()
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_dry_run_estimates_without_calling_anything(job, tmp_path: Path) -> None:
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    fresh = job["config"].model_copy(
+        update={"out": tmp_path / "dry", "cache_dir": tmp_path / "cache", "dry_run": True}
+    )
+    server.reset()
+    result = dub(fresh)
+    assert server.count() == 0
+    assert result.video is None and not (tmp_path / "dry" / "sample.dubbed.mkv").exists()
+    by_lang = {e.language: e for e in result.estimates}
+    n_lines = len(json.loads((tmp_path / "dry" / "segments.json").read_text())["lines"])
+    assert all(e.lines_to_synthesize == n_lines for e in by_lang.values())
+    assert by_lang["en"].exact and not by_lang["ja"].exact  # en is the source text itself
+    assert by_lang["en"].characters == sum(len(s["text"]) for s in json.loads(
+        (tmp_path / "dry" / "segments.json").read_text())["lines"])  # fmt: skip
+    assert by_lang["en"].currency == "USD" and by_lang["en"].cost == pytest.approx(
+        by_lang["en"].characters / 1e5
+    )
+
+    warm = job["config"].model_copy(update={"out": tmp_path / "dry2", "dry_run": True})
+    estimates = dub(warm).estimates
+    assert server.count() == 0
+    assert all(e.lines_to_synthesize == 0 and e.cost == 0 and e.exact for e in estimates)
+
+
+def test_budget_refuses_before_any_paid_call(job, tmp_path: Path) -> None:
+    from flows.dub import dub
+    from tasks.estimate import BudgetExceededError
+
+    server: LoopbackDashScope = job["server"]
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "cache_dir": tmp_path / "cache", "budget": 0.0001}
+    )
+    server.reset()
+    with pytest.raises(BudgetExceededError, match="exceeds --budget"):
+        dub(config)
+    assert server.count() == 0

@@ -1,0 +1,118 @@
+"""Cost estimate before spending: billed TTS characters and price per language, exact where the
+translation is already known (cached) and estimated from the source text otherwise. Lines whose clip
+is already cached cost nothing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import task
+
+from models.billing import billed_characters, estimate_billed_characters, price
+from models.errors import ConfigError, DubError
+from models.languages import Language, get_language
+from models.retry import RetryPolicy
+from tasks.media import STAGE
+from tasks.progress import stage_logger
+from tasks.segment import Line
+from tasks.synthesize import ClipCache, clip_key, make_synthesizer
+from tasks.translate import TranslationCache, make_translator, translation_key
+
+
+class BudgetExceededError(DubError):
+    exit_code = 2
+
+
+@dataclass
+class LanguageEstimate:
+    language: str
+    model: str
+    lines: int
+    lines_to_synthesize: int
+    characters: int
+    exact: bool  # every uncached line's text was known (no expansion-factor guess)
+    cost: float
+    currency: str
+
+
+def estimate_language(
+    lines: list[Line], source: Language | None, target: Language, config: Any
+) -> LanguageEstimate:
+    synth = make_synthesizer(config, require_key=False)
+    identity = synth.identity()
+    clips = ClipCache(config.cache_dir)
+    mt_cache = TranslationCache(config.cache_dir)
+    translator = None
+    if source is None or source.code != target.code:
+        translator = make_translator(
+            config.translator, config.mt_model, config.region, config.mt_rpm, config.concurrency,
+            RetryPolicy(), require_key=False,
+        )  # fmt: skip
+    characters, to_synthesize, exact = 0, 0, True
+    for line in lines:
+        text: str | None = line.text
+        if translator is not None:
+            text = mt_cache.get(translation_key(translator.identity(), source, target, line.text))
+        if text is not None and clips.get(clip_key(identity, target.code, text)) is not None:
+            continue
+        to_synthesize += 1
+        if text is not None:
+            characters += billed_characters(text)
+        else:
+            exact = False
+            characters += estimate_billed_characters(line.text, source.code if source else "en", target.code)
+    cost, currency = price(characters, config.region) if identity.get("route") == "api" else (0.0, "")
+    return LanguageEstimate(
+        language=target.code,
+        model=str(identity.get("model", "")),
+        lines=len(lines),
+        lines_to_synthesize=to_synthesize,
+        characters=characters,
+        exact=exact,
+        cost=round(cost, 6),
+        currency=currency,
+    )
+
+
+@task(name="estimate-cost", **STAGE)
+def estimate_cost(lines: list[Line], source_lang: str, config: Any) -> list[LanguageEstimate]:
+    try:
+        source: Language | None = get_language(source_lang)
+    except ConfigError:
+        source = None
+    estimates = [estimate_language(lines, source, get_language(code), config) for code in config.langs]
+    log = stage_logger()
+    for e in estimates:
+        log.info(
+            "estimate lang=%s model=%s lines_to_synthesize=%d characters=%d%s cost=%.4f %s",
+            e.language, e.model, e.lines_to_synthesize, e.characters, "" if e.exact else "~", e.cost, e.currency,
+        )  # fmt: skip
+    total = sum(e.cost for e in estimates)
+    if config.budget is not None and total > config.budget:
+        currency = estimates[0].currency if estimates else ""
+        raise BudgetExceededError(
+            f"estimated TTS cost {total:.4f} {currency} exceeds --budget {config.budget:g} {currency}; "
+            "nothing was spent (see --dry-run for the breakdown)"
+        )
+    return estimates
+
+
+def estimates_as_json(estimates: list[LanguageEstimate]) -> list[dict[str, Any]]:
+    return [asdict(e) for e in estimates]
+
+
+def format_estimates(estimates: list[LanguageEstimate]) -> str:
+    rows = [f"{'language':<10}{'model':<30}{'lines':>7}{'to synth':>10}{'characters':>12}{'cost':>12}"]
+    for e in estimates:
+        chars = f"{e.characters}{'' if e.exact else '~'}"
+        rows.append(
+            f"{e.language:<10}{e.model:<30}{e.lines:>7}{e.lines_to_synthesize:>10}{chars:>12}"
+            f"{e.cost:>8.4f} {e.currency}"
+        )
+    total = sum(e.cost for e in estimates)
+    currency = estimates[0].currency if estimates else ""
+    rows.append(f"{'total':<10}{'':<30}{'':>7}{'':>10}{sum(e.characters for e in estimates):>12}"
+                f"{total:>8.4f} {currency}")  # fmt: skip
+    rows.append("(~ = estimated from the source text; exact once translations are cached)")
+    return "\n".join(rows)
