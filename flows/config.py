@@ -98,8 +98,8 @@ class DubConfig(BaseModel):
             resolve_voice(self.voice, self.tts_model)
             if self.instructions and self.tts_model not in INSTRUCT_MODELS:
                 raise ConfigError(
-                    f"--instructions needs an instruct model (--tts-model qwen3-tts-instruct-flash-2026-01-26), "
-                    f"not {self.tts_model}"
+                    "--instructions needs an instruct model "
+                    f"(--tts-model qwen3-tts-instruct-flash-2026-01-26), not {self.tts_model}"
                 )
         return self
 

@@ -86,7 +86,8 @@ def estimate_cost(lines: list[Line], source_lang: str, config: Any) -> list[Lang
     for e in estimates:
         log.info(
             "estimate lang=%s model=%s lines_to_synthesize=%d characters=%d%s cost=%.4f %s",
-            e.language, e.model, e.lines_to_synthesize, e.characters, "" if e.exact else "~", e.cost, e.currency,
+            e.language, e.model, e.lines_to_synthesize, e.characters, "" if e.exact else "~",
+            e.cost, e.currency,
         )  # fmt: skip
     total = sum(e.cost for e in estimates)
     if config.budget is not None and total > config.budget:

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from models.errors import InputError, MissingToolError, UpstreamError
 from models.languages import Language
-from tasks.files import atomic_path
+from tasks.files import atomic_path, content_key, is_fresh, mark_fresh, sha256_file
+from tasks.progress import stage_logger
 
 
 @dataclass(frozen=True)
@@ -254,11 +257,6 @@ def remux(
 
 # -- Prefect tasks -----------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402 - plain functions above stay importable without a run
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from tasks.files import content_key, is_fresh, mark_fresh, sha256_file  # noqa: E402
-from tasks.progress import stage_logger  # noqa: E402
 
 # Stage outputs are keyed by content (tasks.files), not by Prefect's cache: Prefect hashes a Path input
 # as its string and returns cached Paths whose file is gone (see shared docs, environment.md).

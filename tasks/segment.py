@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import task
 
 from models.base import Transcript, Word
 from models.errors import InputError
+from tasks.files import content_key, is_fresh, mark_fresh, write_json_atomic
+from tasks.media import ANALYSIS_RATE, STAGE
+from tasks.progress import stage_logger
 
 SENTENCE_END = (".", "!", "?", "。", "！", "？", "…", "؟")
 PAUSE_SPLIT_S = 0.6  # a silence this long between words ends a line even mid-sentence
@@ -320,14 +324,6 @@ def load_plan(path: Path) -> tuple[str, list[Line]]:
 
 
 # -- Prefect task ------------------------------------------------------------------------------------
-
-from prefect import task  # noqa: E402
-
-from tasks.files import content_key, is_fresh, mark_fresh, write_json_atomic  # noqa: E402
-from tasks.media import STAGE  # noqa: E402
-from tasks.progress import stage_logger  # noqa: E402
-
-from tasks.media import ANALYSIS_RATE  # noqa: E402
 
 
 def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
