@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
     p.add_argument("--source-lang", help="language of the video (default: detected)")
     p.add_argument(
+        "--segments", type=Path, metavar="FILE", help="start from this segments.json (skips recognition)"
+    )
+    p.add_argument(
+        "--subtitles",
+        type=Path,
+        metavar="FILE",
+        help="seed the line plan from an .srt/.vtt (skips recognition)",
+    )
+    p.add_argument(
         "--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)"
     )
     p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
@@ -124,6 +133,8 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "container": args.container,
         "instructions": args.instructions,
         "dry_run": args.dry_run,
+        "segments": args.segments,
+        "subtitles": args.subtitles,
         "budget": args.budget,
     }
     for key, value in (
@@ -146,6 +157,17 @@ def preflight(config) -> None:  # config: DubConfig
     require_tool("ffmpeg")
     probe_media(config.video)
     check_separator(config.separator)
+    for option, path in (("--segments", config.segments), ("--subtitles", config.subtitles)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{option} file not found: {path}")
+    if config.segments is not None:
+        from tasks.segment import load_plan
+
+        load_plan(config.segments)  # a malformed plan fails here, naming the line
+    if config.subtitles is not None:
+        from tasks.segment import lines_from_subtitles
+
+        lines_from_subtitles(config.subtitles)
     if config.tts == "local":
         raise NotImplementedRouteError(
             "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"

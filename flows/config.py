@@ -59,6 +59,12 @@ class DubConfig(BaseModel):
         max_length=2000,
         description="Speaking direction for instruct TTS models (speed, emotion)",
     )
+    segments: Path | None = Field(
+        default=None, description="Start from this segments.json (skips recognition)"
+    )
+    subtitles: Path | None = Field(
+        default=None, description="Seed the plan from this .srt/.vtt (skips recognition)"
+    )
     dry_run: bool = Field(
         default=False, description="Estimate characters and cost, then stop before any paid call"
     )
@@ -89,6 +95,14 @@ class DubConfig(BaseModel):
     @classmethod
     def _known_source(cls, value: str | None) -> str | None:
         return None if value in (None, "", "auto") else get_language(value).code
+
+    @model_validator(mode="after")
+    def _check_plan_sources(self) -> DubConfig:
+        if self.segments is not None and self.subtitles is not None:
+            raise ConfigError("give either --segments or --subtitles, not both")
+        if self.subtitles is not None and self.subtitles.suffix.lower() not in (".srt", ".vtt"):
+            raise ConfigError(f"--subtitles {self.subtitles.name}: expected a .srt or .vtt file")
+        return self
 
     @model_validator(mode="after")
     def _check_voice(self) -> DubConfig:

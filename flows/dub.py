@@ -31,7 +31,7 @@ from tasks.files import write_json_atomic
 from tasks.job import JobPaths
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import DISCLOSURE, build_report, write_report
-from tasks.segment import segment
+from tasks.segment import import_plan, segment
 from tasks.separate import separate
 from tasks.synthesize import synthesize
 from tasks.transcribe import transcribe
@@ -82,12 +82,24 @@ def dub(config: DubConfig) -> DubResult:
         stems = separate(audio, audio_key, config.separator)
     # without separation the 16 kHz mono analysis copy is what recognition and onset detection read
     speech = stems.vocals if stems.background is not None else analysis
-    with clock.stage("transcribe"):
-        transcript, transcript_key = transcribe(
-            speech, stems.key, config.asr_model, config.source_lang, job.transcript
-        )
-    with clock.stage("segment"):
-        source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
+    asr_model, language_probability = "", 1.0
+    if config.segments is not None or config.subtitles is not None:
+        with clock.stage("segment"):
+            kind, plan_file = (
+                ("segments", config.segments) if config.segments else ("subtitles", config.subtitles)
+            )
+            assert plan_file is not None
+            source_lang, lines, _plan_key = import_plan(
+                plan_file, kind, config.source_lang, info.duration, job.segments
+            )
+    else:
+        with clock.stage("transcribe"):
+            transcript, transcript_key = transcribe(
+                speech, stems.key, config.asr_model, config.source_lang, job.transcript
+            )
+            asr_model, language_probability = transcript.model, transcript.language_probability
+        with clock.stage("segment"):
+            source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
 
     with clock.stage("estimate"):
         estimates = estimate_cost(lines, source_lang, config)
@@ -157,14 +169,14 @@ def dub(config: DubConfig) -> DubResult:
             "voice": config.voice,
             "translator": config.translator,
             "mt_model": config.mt_model,
-            "asr_model": transcript.model,
+            "asr_model": asr_model or None,
             "separator": config.separator,
             "region": config.region,
         },
         source={
             "duration": info.duration,
             "language": source_lang,
-            "language_probability": transcript.language_probability,
+            "language_probability": language_probability,
             "integrated_lufs": round(source_lufs, 2),
             "lines": len(lines),
         },

@@ -12,6 +12,7 @@ onset in the audio's energy envelope near the recognised start (see refine_line_
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -360,3 +361,91 @@ def segment(
     source_lang, lines = load_plan(out_json)
     plan_key = content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
     return source_lang or transcript.language, lines, plan_key
+
+
+# -- plans from outside: an existing segments.json or a subtitle file ------------------------------------
+
+_VTT_TAG = re.compile(r"<[^>]+>")
+
+
+def _vtt_seconds(stamp: str) -> float:
+    parts = stamp.strip().replace(",", ".").split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    h, m, s = parts
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def lines_from_subtitles(path: Path) -> list[Line]:
+    """SRT or WebVTT cues -> lines (cue text joined to one line, markup removed)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read subtitles {path.name} ({exc.__class__.__name__})") from None
+    cues: list[tuple[float, float, str]] = []
+    if path.suffix.lower() == ".vtt":
+        blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip())
+        if not blocks or not blocks[0].startswith("WEBVTT"):
+            raise InputError(f"{path.name} is not WebVTT (no WEBVTT header)")
+        for n, block in enumerate(blocks[1:], start=1):
+            rows = block.splitlines()
+            timing = next((i for i, r in enumerate(rows) if "-->" in r), None)
+            if timing is None:
+                continue  # NOTE/STYLE/REGION blocks
+            start_s, end_s = rows[timing].split("-->")
+            try:
+                start, end = _vtt_seconds(start_s), _vtt_seconds(end_s.split()[0])
+            except (ValueError, IndexError):
+                raise InputError(f"{path.name}: cue {n} has a malformed timestamp") from None
+            cues.append((start, end, " ".join(_VTT_TAG.sub("", r) for r in rows[timing + 1 :])))
+    else:
+        import srt
+
+        try:
+            cues = [
+                (
+                    c.start.total_seconds(),
+                    c.end.total_seconds(),
+                    _VTT_TAG.sub("", c.content).replace("\n", " "),
+                )
+                for c in srt.parse(text)
+            ]
+        except srt.SRTParseError as exc:
+            raise InputError(f"{path.name} is not valid SRT ({exc.__class__.__name__})") from None
+    lines: list[Line] = []
+    for start, end, cue_text in sorted(cues):
+        cue_text = " ".join(cue_text.split())
+        if not cue_text or end <= start:
+            continue
+        if lines and start < lines[-1].end:  # overlapping cues (rolling captions): trim the earlier one
+            lines[-1].end = max(lines[-1].start + 0.05, start)
+        lines.append(Line(len(lines), round(start, 3), round(end, 3), cue_text))
+    if not lines:
+        raise InputError(f"{path.name} has no usable cues: no speech to dub")
+    return lines
+
+
+@task(name="import-plan", **STAGE)
+def import_plan(
+    source: Path, kind: str, source_lang: str | None, duration: float, out_json: Path
+) -> tuple[str, list[Line], str]:
+    """Start from a plan the user already has (skipping recognition): a segments.json or subtitles."""
+    if kind == "segments":
+        plan_lang, lines = load_plan(source)
+    else:
+        plan_lang, lines = "", lines_from_subtitles(source)
+    set_pauses(lines, duration)
+    language = source_lang or plan_lang or ""
+    if source.resolve() != out_json.resolve():
+        write_json_atomic(
+            out_json,
+            {
+                "version": PLAN_VERSION,
+                "source_language": language,
+                "duration": duration,
+                "lines": [asdict(line) for line in lines],
+            },
+        )
+    stage_logger().info("plan imported kind=%s lines=%d", kind, len(lines))
+    plan_key = content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
+    return language, lines, plan_key

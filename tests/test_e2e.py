@@ -207,3 +207,37 @@ def test_budget_refuses_before_any_paid_call(job, tmp_path: Path) -> None:
     with pytest.raises(BudgetExceededError, match="exceeds --budget"):
         dub(config)
     assert server.count() == 0
+
+
+def test_subtitles_seed_the_plan_and_skip_recognition(job, tmp_path: Path, sample_truth: dict) -> None:
+    from flows.dub import dub
+
+    srt_path = tmp_path / "truth.srt"
+    cues = []
+    for n, s in enumerate(sample_truth["sentences"], start=1):
+        def stamp(t: float) -> str:
+            ms = int(round(t * 1000))
+            return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+        cues.append(f"{n}\n{stamp(s['start'])} --> {stamp(s['end'])}\n{s['text']}\n")
+    srt_path.write_text("\n".join(cues))
+    config = job["config"].model_copy(update={"out": tmp_path / "out", "subtitles": srt_path, "source_lang": "en"})
+    result = dub(config)
+    assert not (tmp_path / "out" / "work" / "transcript.json").exists()
+    plan = json.loads((tmp_path / "out" / "segments.json").read_text())["lines"]
+    assert [ln["start"] for ln in plan] == [s["start"] for s in sample_truth["sentences"]]
+    assert [ln["text"] for ln in plan] == [s["text"] for s in sample_truth["sentences"]]
+    assert result.video is not None and result.video.is_file()
+
+
+def test_segments_file_reuses_everything(job, tmp_path: Path) -> None:
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    plan = tmp_path / "plan.json"
+    plan.write_text((job["config"].out_dir / "segments.json").read_text())
+    server.reset()
+    config = job["config"].model_copy(update={"out": tmp_path / "out", "segments": plan})
+    dub(config)
+    assert server.count() == 0  # same lines, same cache: nothing to pay for
+    assert not (tmp_path / "out" / "work" / "transcript.json").exists()
