@@ -13,7 +13,7 @@ from prefect import task
 from models.languages import get_language
 from tasks.fit import fit_clip_to_slot, place_clips
 from tasks.media import STAGE, encode_audio
-from tasks.mix import PCM_CEILING_DBTP, integrated_loudness, mix_dub, true_peak_db
+from tasks.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
 from tasks.progress import stage_logger
 from tasks.subtitles import cues_for_track, write_srt, write_vtt
 from tasks.synthesize import ClipRecord
@@ -51,19 +51,21 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
 def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
     if src == dst:
         return audio
-    import librosa
+    import soxr  # what librosa's "soxr_hq" calls, without librosa's lazy-loading first-call cost
 
-    return librosa.resample(audio, orig_sr=src, target_sr=dst, res_type="soxr_hq").astype(np.float32)
+    return np.asarray(soxr.resample(audio, src, dst, quality="HQ"), dtype=np.float32)
 
 
 def assemble_track(
     lines: list[TranslatedLine],
     clips: list[ClipRecord],
-    background: np.ndarray,
+    background: np.ndarray | None,
     rate: int,
+    channels: int,
+    total_samples: int,
     target_lufs: float,
     max_speedup: float,
-) -> tuple[np.ndarray, float, list[LineTiming]]:
+) -> tuple[MixResult, list[LineTiming]]:
     fits, timings = [], []
     for line, clip in zip(lines, clips, strict=True):
         audio, clip_rate = sf.read(clip.path, dtype="float32")
@@ -83,9 +85,9 @@ def assemble_track(
                 truncated_s=round(fit.truncated_s, 3),
             )
         )
-    dub = place_clips(fits, rate, background.shape[0])
-    mix, gain_db = mix_dub(dub, background, rate, target_lufs, ceiling_dbtp=PCM_CEILING_DBTP)
-    return mix, gain_db, timings
+    dub = place_clips(fits, rate, total_samples)
+    mix = render_mix(dub, background, rate, channels, target_lufs, ceiling_dbtp=PCM_CEILING_DBTP)
+    return mix, timings
 
 
 @task(name="assemble", task_run_name="assemble-{lang_code}", **STAGE)
@@ -106,14 +108,13 @@ def assemble(
 ) -> TrackResult:
     language = get_language(lang_code)
     total = int(round(duration * rate))
+    background = None
     if background_wav is not None:
         background, bg_rate = read_audio(background_wav)
         background = resample(background, bg_rate, rate)[:total]
         background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
-    else:
-        background = np.zeros((total, channels), dtype=np.float32)
-    mix, gain_db, timings = assemble_track(lines, clips, background, rate, target_lufs, max_speedup)
-    encode_audio(mix, rate, audio_out, audio_codec)
+    mix, timings = assemble_track(lines, clips, background, rate, channels, total, target_lufs, max_speedup)
+    encode_audio(mix.audio, rate, audio_out, audio_codec, channels=mix.channels)
     cues = cues_for_track(
         [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration
     )
@@ -124,9 +125,9 @@ def assemble(
         audio_file=str(audio_out),
         srt=str(srt_path),
         vtt=str(vtt_path),
-        integrated_lufs=round(integrated_loudness(mix, rate), 2),
-        true_peak_dbtp=round(true_peak_db(mix), 2),
-        dialogue_gain_db=round(gain_db, 2),
+        integrated_lufs=round(mix.integrated_lufs, 2),
+        true_peak_dbtp=round(mix.true_peak_dbtp, 2),
+        dialogue_gain_db=round(mix.gain_db, 2),
         timings=timings,
     )
     stretched = sum(1 for t in timings if t.speed > 1.0)

@@ -7,7 +7,6 @@ Band's R3 engine up to MAX_SPEEDUP; what still does not fit is faded out at the 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,18 +52,28 @@ def fade_edges(audio: np.ndarray, rate: int, fade_s: float = EDGE_FADE_S) -> np.
 
 
 def time_stretch(audio: np.ndarray, rate: int, speed: float) -> np.ndarray:
-    """Pitch-preserving tempo change with Rubber Band (R3 "fine" engine, the best-sounding on speech).
-    `speed` > 1 shortens. pyrubberband shells out to the `rubberband` CLI (rubberband-cli package)."""
-    if abs(speed - 1.0) < 1e-3:
+    """Pitch-preserving tempo change with Rubber Band's R3 ("finer") engine, the best-sounding one on
+    speech, in offline mode (studies the whole clip first; output length exact). `speed` > 1 shortens.
+
+    In-process through pylibrb (librubberband bindings): 0.12 s for a 3 s clip here, against 0.24 s
+    for the same engine through the rubberband CLI (pyrubberband), whose process start and temp files
+    dominated the fitting stage (14 s of 29 s on a 10-minute job)."""
+    if abs(speed - 1.0) < 1e-3 or audio.size == 0:
         return audio
-    if shutil.which("rubberband") is None:
-        from models.errors import MissingToolError
+    from pylibrb import Option, RubberBandStretcher
 
-        raise MissingToolError("rubberband is not installed; run `make setup` (Debian: rubberband-cli)")
-    import pyrubberband
-
-    out = pyrubberband.time_stretch(audio.astype(np.float32), rate, speed, rbargs={"--fine": ""})
-    return np.asarray(out, dtype=np.float32)
+    stretcher = RubberBandStretcher(
+        sample_rate=rate,
+        channels=1,
+        options=Option.PROCESS_OFFLINE | Option.ENGINE_FINER,
+        initial_time_ratio=1.0 / speed,
+    )
+    block = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
+    stretcher.set_max_process_size(block.shape[1])
+    stretcher.set_expected_input_duration(block.shape[1])
+    stretcher.study(block, final=True)
+    stretcher.process(block, final=True)
+    return np.asarray(stretcher.retrieve_available()[0], dtype=np.float32)
 
 
 def fit_clip_to_slot(

@@ -164,14 +164,19 @@ ENCODERS: dict[str, list[str]] = {
 }
 
 
-def encode_audio(samples: np.ndarray, rate: int, out_file: Path, codec: str) -> Path:
+def encode_audio(
+    samples: np.ndarray, rate: int, out_file: Path, codec: str, channels: int | None = None
+) -> Path:
     """Encode float32 frames x channels straight from memory (no intermediate WAV) into a Matroska
-    audio file that the remux copies as is."""
+    audio file that the remux copies as is. A mono input with `channels`=2 becomes identical L/R."""
     data = samples if samples.ndim == 2 else samples[:, None]
+    out_channels = channels or data.shape[1]
+    # ffmpeg's default mono->stereo upmix lowers each side by 3 dB; duplicate at full level instead
+    upmix = ["-af", "pan=stereo|c0=c0|c1=c0"] if (data.shape[1], out_channels) == (1, 2) else []
     cmd = [
         require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "f32le", "-ar", str(rate), "-ac", str(data.shape[1]), "-i", "pipe:0",
-        *ENCODERS[codec],
+        *upmix, "-ac", str(out_channels), *ENCODERS[codec],
     ]  # fmt: skip
     with atomic_path(out_file) as tmp:
         proc = subprocess.Popen(

@@ -12,6 +12,7 @@ compare against.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import resample_poly, sosfilt, tf2sos
@@ -184,6 +185,51 @@ def limit_true_peak(
     return out if audio.ndim == 2 else out[:, 0]
 
 
+@dataclass
+class MixResult:
+    audio: np.ndarray  # frames x channels; one channel stands for `channels` identical ones (no background)
+    channels: int  # channels of the delivered track
+    gain_db: float  # applied to the dialogue
+    integrated_lufs: float  # of the delivered track
+    true_peak_dbtp: float
+
+
+def render_mix(
+    dub: np.ndarray,
+    background: np.ndarray | None,
+    rate: int,
+    channels: int,
+    target_lufs: float,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+) -> MixResult:
+    """Dialogue (mono) over the background (frames x channels, or None for silence) at `target_lufs`,
+    true peak under the ceiling. Without a background every channel is the same, so the work is done
+    once on a mono signal and the encoder duplicates it (half the memory and time of a stereo mix)."""
+    if not np.isfinite(target_lufs):
+        target_lufs = DEFAULT_TARGET_LUFS
+    gain_db = 0.0
+    if background is not None and not np.any(background):
+        background = None
+    if np.any(dub):
+        gain_db = MixLoudness(dub, background, rate, channels).solve_gain_db(target_lufs)
+    g = np.float32(10 ** (gain_db / 20))
+    if background is None:
+        mix = (dub.astype(np.float32) * g)[:, None]
+        stereo_offset_db = 10 * np.log10(channels)  # BS.1770 sums channel powers; all channels equal
+    else:
+        mix = background.astype(np.float32, copy=True)
+        mix += (dub.astype(np.float32) * g)[:, None]
+        stereo_offset_db = 0.0
+    mix = limit_true_peak(mix, ceiling_dbtp, rate=rate)
+    return MixResult(
+        audio=mix,
+        channels=channels,
+        gain_db=gain_db,
+        integrated_lufs=integrated_loudness(mix, rate) + stereo_offset_db,
+        true_peak_dbtp=true_peak_db(mix),
+    )
+
+
 def mix_dub(
     dub: np.ndarray,
     background: np.ndarray,
@@ -194,14 +240,6 @@ def mix_dub(
     """Scale the dialogue so the whole mix lands at `target_lufs` (background level untouched), then
     hold true peak under the ceiling. Returns the mix (frames x channels) and the dialogue gain in dB."""
     channels = background.shape[1]
-    if not np.isfinite(target_lufs):
-        target_lufs = DEFAULT_TARGET_LUFS
-    gain_db = 0.0
-    has_background = bool(np.any(background))
-    if np.any(dub):
-        model = MixLoudness(dub, background if has_background else None, rate, channels)
-        gain_db = model.solve_gain_db(target_lufs)
-    g = np.float32(10 ** (gain_db / 20))
-    mix = background.astype(np.float32, copy=True)
-    mix += (dub.astype(np.float32) * g)[:, None]
-    return limit_true_peak(mix, ceiling_dbtp, rate=rate), gain_db
+    result = render_mix(dub, background, rate, channels, target_lufs, ceiling_dbtp)
+    mix = result.audio if result.audio.shape[1] == channels else np.repeat(result.audio, channels, axis=1)
+    return mix, result.gain_db
