@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)"
     )
     p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
+    p.add_argument(
+        "--translator-model",
+        metavar="NAME_OR_DIR",
+        help="local translator LLM: Hugging Face id or directory "
+        "(default Qwen/Qwen2.5-7B-Instruct on GPU, Qwen/Qwen2.5-1.5B-Instruct on CPU)",
+    )
     p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
     p.add_argument(
         "--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)"
@@ -135,6 +141,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "dry_run": args.dry_run,
         "segments": args.segments,
         "subtitles": args.subtitles,
+        "translator_model": args.translator_model,
         "budget": args.budget,
     }
     for key, value in (

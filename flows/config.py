@@ -45,6 +45,9 @@ class DubConfig(BaseModel):
     source_lang: str | None = Field(default=None, description="Source language; detected when omitted")
     tts_model: str = TTS_DEFAULT_MODEL
     mt_model: str = MT_DEFAULT_MODEL
+    translator_model: str | None = Field(
+        default=None, description="Local translator: Hugging Face id or directory (default by device)"
+    )
     stream: bool = Field(default=False, description="Take TTS audio from the SSE stream instead of the URL")
     tts_rpm: int = Field(default=180, ge=1, description="DashScope TTS requests per minute (account limit)")
     mt_rpm: int = Field(default=60, ge=1, description="Qwen-MT requests per minute")

@@ -110,20 +110,7 @@ def dub(config: DubConfig) -> DubResult:
     langs = config.langs
     with clock.stage("translate"):
         translating = {
-            code: translate.submit(
-                code,
-                source_lang,
-                lines,
-                config.translator,
-                config.mt_model,
-                config.region,
-                config.mt_rpm,
-                config.concurrency,
-                config.retry_base_delay_s,
-                config.cache_dir,
-                job.lines(code),
-            )  # fmt: skip
-            for code in langs
+            code: translate.submit(code, source_lang, lines, config, job.lines(code)) for code in langs
         }
         translated = {code: fut.result() for code, fut in translating.items()}
     with clock.stage("synthesize"):

@@ -12,12 +12,11 @@ from prefect import task
 from models.billing import billed_characters, estimate_billed_characters, price
 from models.errors import ConfigError, DubError
 from models.languages import Language, get_language
-from models.retry import RetryPolicy
 from tasks.media import STAGE
 from tasks.progress import stage_logger
 from tasks.segment import Line
 from tasks.synthesize import ClipCache, clip_key, make_synthesizer
-from tasks.translate import TranslationCache, make_translator, translation_key
+from tasks.translate import TranslationCache, translation_key, translator_for
 
 
 class BudgetExceededError(DubError):
@@ -45,10 +44,7 @@ def estimate_language(
     mt_cache = TranslationCache(config.cache_dir)
     translator = None
     if source is None or source.code != target.code:
-        translator = make_translator(
-            config.translator, config.mt_model, config.region, config.mt_rpm, config.concurrency,
-            RetryPolicy(), require_key=False,
-        )  # fmt: skip
+        translator = translator_for(config, require_key=False)
     characters, to_synthesize, exact = 0, 0, True
     for line in lines:
         text: str | None = line.text

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 
 from models.base import Translator
-from models.errors import ConfigError, NotImplementedRouteError, UpstreamError
+from models.errors import ConfigError, UpstreamError
 from models.languages import Language, get_language
 from models.retry import RetryPolicy
 from tasks.files import content_key, read_json, write_json_atomic
@@ -42,6 +42,7 @@ def make_translator(
     concurrency: int,
     retry: RetryPolicy,
     require_key: bool = True,
+    local_model: str | None = None,
 ) -> Translator:
     if route == "api":
         from models.qwen_mt import QwenMTTranslator
@@ -50,9 +51,9 @@ def make_translator(
             model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
         )
     if route == "local":
-        raise NotImplementedRouteError(
-            "--translator local is not available yet; use --translator api (Qwen-MT)"
-        )
+        from models.local_translator import LocalLLMTranslator
+
+        return LocalLLMTranslator(model=local_model)
     raise ConfigError(f"unknown translator route {route!r}")
 
 
@@ -123,27 +124,87 @@ def translate_lines(
                 cache.put(key, text)
         return TranslatedLine(line.index, line.start, line.end, line.pause_after, line.text, text)
 
+    if (
+        translator is not None
+        and hasattr(translator, "translate_batch")
+        and not (source is not None and source.code == target.code)
+    ):
+        return _translate_batched(lines, source, target, translator, cache, progress)
     result = map_lines(lines, one, workers, on_done=progress.advance)
     return result, stats
+
+
+CONTEXT_BEFORE, CONTEXT_AFTER = 2, 1  # neighbouring lines shown to a local LLM (pronouns, register, terms)
+
+
+def _translate_batched(
+    lines: list[Line],
+    source: Language | None,
+    target: Language,
+    translator: Any,
+    cache: TranslationCache,
+    progress: StageProgress,
+) -> tuple[list[TranslatedLine], dict[str, int]]:
+    """Local LLM route: every uncached line in batched generate calls, each with its neighbours as
+    context (so the cache key includes the context: the same sentence elsewhere may translate
+    differently)."""
+    from models.local_translator import TranslationItem
+
+    items = [
+        TranslationItem(
+            line.text,
+            previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
+            next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
+            index=line.index,
+        )
+        for i, line in enumerate(lines)
+    ]
+    identity = translator.identity()
+    keys = [
+        content_key("mt-v1", identity, source.code if source else "auto", target.code, item.key_fields())
+        for item in items
+    ]
+    texts: list[str | None] = [cache.get(k) for k in keys]
+    todo = [i for i, t in enumerate(texts) if t is None]
+    progress.set(len(lines) - len(todo))
+    if todo:
+        try:
+            results = translator.translate_batch([items[i] for i in todo], source, target)
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"translation ({target.code}) failed: {exc.detail}", code=exc.code, status=exc.status
+            ) from None
+        for i, text in zip(todo, results, strict=True):
+            cache.put(keys[i], text)
+            texts[i] = text
+    progress.set(len(lines))
+    translated = [
+        TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, str(text))
+        for ln, text in zip(lines, texts, strict=True)
+    ]
+    return translated, {"calls": len(todo), "cached": len(lines) - len(todo), "copied": 0}
 
 
 def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> dict[str, Any]:
     return {"language": lang.code, "source_language": source, "lines": [asdict(ln) for ln in lines]}
 
 
+def translator_for(config: Any, require_key: bool = True) -> Translator:
+    return make_translator(
+        config.translator,
+        config.mt_model,
+        config.region,
+        config.mt_rpm,
+        config.concurrency,
+        RetryPolicy(base_delay_s=config.retry_base_delay_s),
+        require_key=require_key,
+        local_model=config.translator_model,
+    )
+
+
 @task(name="translate", task_run_name="translate-{lang_code}", **STAGE)
 def translate(
-    lang_code: str,
-    source_lang: str,
-    lines: list[Line],
-    route: str,
-    model: str,
-    region: str,
-    rpm: int,
-    concurrency: int,
-    retry_base_delay_s: float,
-    cache_dir: Path,
-    out_json: Path,
+    lang_code: str, source_lang: str, lines: list[Line], config: Any, out_json: Path
 ) -> list[TranslatedLine]:
     target = get_language(lang_code)
     try:
@@ -152,11 +213,9 @@ def translate(
         source = None  # a detected language outside the ten: let the engine auto-detect
     translator = None
     if source is None or source.code != target.code:
-        translator = make_translator(
-            route, model, region, rpm, concurrency, RetryPolicy(base_delay_s=retry_base_delay_s)
-        )
+        translator = translator_for(config)
     translated, stats = translate_lines(
-        lines, source, target, translator, TranslationCache(cache_dir), concurrency
+        lines, source, target, translator, TranslationCache(config.cache_dir), config.concurrency
     )
     write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
     stage_logger().info(

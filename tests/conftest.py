@@ -40,6 +40,14 @@ def tiny_en_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 chat LM with the real Qwen tokenizer, saved for transformers' loaders."""
+    from tests.tiny_qwen_lm import build_tiny_qwen_lm
+
+    return build_tiny_qwen_lm(tmp_path_factory.mktemp("tiny-qwen-lm"))
+
+
 @pytest.fixture
 def dashscope_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackDashScope]:
     """A loopback DashScope; the SDK reaches it through the same environment variables users set."""

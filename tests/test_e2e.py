@@ -215,13 +215,16 @@ def test_subtitles_seed_the_plan_and_skip_recognition(job, tmp_path: Path, sampl
     srt_path = tmp_path / "truth.srt"
     cues = []
     for n, s in enumerate(sample_truth["sentences"], start=1):
+
         def stamp(t: float) -> str:
             ms = int(round(t * 1000))
             return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
         cues.append(f"{n}\n{stamp(s['start'])} --> {stamp(s['end'])}\n{s['text']}\n")
     srt_path.write_text("\n".join(cues))
-    config = job["config"].model_copy(update={"out": tmp_path / "out", "subtitles": srt_path, "source_lang": "en"})
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "subtitles": srt_path, "source_lang": "en"}
+    )
     result = dub(config)
     assert not (tmp_path / "out" / "work" / "transcript.json").exists()
     plan = json.loads((tmp_path / "out" / "segments.json").read_text())["lines"]
@@ -241,3 +244,26 @@ def test_segments_file_reuses_everything(job, tmp_path: Path) -> None:
     dub(config)
     assert server.count() == 0  # same lines, same cache: nothing to pay for
     assert not (tmp_path / "out" / "work" / "transcript.json").exists()
+
+
+def test_local_translator_route(job, tmp_path: Path, tiny_qwen_lm: Path) -> None:
+    """--translator local: a (tiny, random) Qwen chat model through transformers' loaders, batched;
+    Qwen-MT is not called."""
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    config = job["config"].model_copy(
+        update={
+            "out": tmp_path / "out",
+            "langs": ["ja"],
+            "translator": "local",
+            "translator_model": str(tiny_qwen_lm),
+        }
+    )
+    result = dub(config)
+    assert server.count("mt") == 0
+    lines = json.loads((tmp_path / "out" / "lines.ja.json").read_text())["lines"]
+    assert lines and all(ln["text"].strip() for ln in lines)
+    assert server.count("tts") == len(lines)
+    assert result.video is not None and result.video.is_file()
