@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.errors import DubError, InputError, NotImplementedRouteError
+from models.errors import DubError, InputError
 
 EPILOG = """\
 environment:
@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", nargs="?", type=Path, help="input video file")
     p.add_argument("--langs", help="target languages, comma-separated: zh,en,de,it,pt,es,ja,ko,fr,ru")
     p.add_argument("--out", type=Path, help="output folder (default: out/<video name>/)")
-    p.add_argument("--voice", default="Cherry", help="TTS voice (default Cherry; see --list-voices)")
+    p.add_argument(
+        "--voice",
+        help="TTS voice (default Cherry on the API, Vivian locally; see --list-voices [--tts local])",
+    )
     p.add_argument(
         "--tts", choices=["api", "local"], default="api", help="TTS route (default api: DashScope)"
     )
@@ -74,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="local translator LLM: Hugging Face id or directory "
         "(default Qwen/Qwen2.5-7B-Instruct on GPU, Qwen/Qwen2.5-1.5B-Instruct on CPU)",
     )
+    p.add_argument(
+        "--tts-local-model",
+        metavar="NAME_OR_DIR",
+        help="local route: Qwen3-TTS checkpoint id or directory (default Qwen/Qwen3-TTS-12Hz-<size>-...)",
+    )
+    p.add_argument("--tts-size", choices=["1.7B", "0.6B"], default="1.7B", help="local route: model size")
+    p.add_argument(
+        "--voice-design",
+        metavar="DESCRIPTION",
+        help="local route: design the voice from a description (1.7B)",
+    )
+    p.add_argument(
+        "--tts-batch", type=int, default=8, help="local route: lines per generate call (default 8)"
+    )
     p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
     p.add_argument(
         "--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)"
@@ -103,7 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_voices(model: str | None) -> None:
+def print_voices(model: str | None, route: str = "api") -> None:
+    if route == "local":
+        from models.qwen_local_tts import SPEAKERS
+
+        notes = {
+            "Vivian": "Chinese, bright young female", "Serena": "Chinese, warm gentle female",
+            "Uncle_Fu": "Chinese, seasoned male", "Dylan": "Chinese, Beijing dialect male",
+            "Eric": "Chinese, Sichuan dialect male", "Ryan": "English, dynamic male",
+            "Aiden": "English, sunny American male", "Ono_Anna": "Japanese, playful female",
+            "Sohee": "Korean, warm female",
+        }  # fmt: skip
+        print(f"{'speaker':<12}note (Qwen3-TTS CustomVoice; every speaker speaks all ten languages)")
+        for name in SPEAKERS:
+            print(f"{name:<12}{notes.get(name, '')}")
+        return
     from models.voices import SYSTEM_VOICES, VOICES_BY_NAME, voices_for
 
     voices = voices_for(model) if model else list(SYSTEM_VOICES)
@@ -142,6 +173,10 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "segments": args.segments,
         "subtitles": args.subtitles,
         "translator_model": args.translator_model,
+        "tts_local_model": args.tts_local_model,
+        "tts_size": args.tts_size,
+        "voice_design": args.voice_design,
+        "tts_batch": args.tts_batch,
         "budget": args.budget,
     }
     for key, value in (
@@ -176,13 +211,13 @@ def preflight(config) -> None:  # config: DubConfig
 
         lines_from_subtitles(config.subtitles)
     if config.tts == "local":
-        raise NotImplementedRouteError(
-            "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"
-        )
+        from tasks.synthesize import make_synthesizer
+
+        make_synthesizer(config)  # validates speaker, size and model directory; loads nothing
     if config.translator == "local":
-        raise NotImplementedRouteError(
-            "--translator local is not available yet; use --translator api (Qwen-MT)"
-        )
+        from tasks.translate import translator_for
+
+        translator_for(config)  # validates the model id or directory; loads nothing
     if (config.tts == "api" or config.translator == "api") and not config.dry_run:
         api_key_from_env()
     resolve_model_name(config.asr_model)
@@ -209,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.list_voices:
-            print_voices(args.tts_model)
+            print_voices(args.tts_model, args.tts)
             return 0
         config = config_from_args(args)
         preflight(config)

@@ -36,7 +36,9 @@ class DubConfig(BaseModel):
         description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru"
     )
     out: Path | None = Field(default=None, description="Output folder (default out/<video name>/)")
-    voice: str = Field(default="Cherry", description="TTS voice (see --list-voices)")
+    voice: str | None = Field(
+        default=None, description="TTS voice (see --list-voices); default Cherry (api) or Vivian (local)"
+    )
     tts: Literal["api", "local"] = "api"
     translator: Literal["api", "local"] = "api"
     asr_model: str = Field(default="auto", description="faster-whisper model name or CTranslate2 directory")
@@ -45,6 +47,15 @@ class DubConfig(BaseModel):
     source_lang: str | None = Field(default=None, description="Source language; detected when omitted")
     tts_model: str = TTS_DEFAULT_MODEL
     mt_model: str = MT_DEFAULT_MODEL
+    tts_local_model: str | None = Field(
+        default=None,
+        description="Local TTS: Hugging Face id or directory (default Qwen3-TTS 12Hz checkpoints)",
+    )
+    tts_size: Literal["1.7B", "0.6B"] = Field(default="1.7B", description="Local TTS model size")
+    voice_design: str | None = Field(
+        default=None, max_length=2000, description="Local TTS: design a voice from this description"
+    )
+    tts_batch: int = Field(default=8, ge=1, le=64, description="Local TTS: lines per generate call")
     translator_model: str | None = Field(
         default=None, description="Local translator: Hugging Face id or directory (default by device)"
     )
@@ -99,6 +110,13 @@ class DubConfig(BaseModel):
     def _known_source(cls, value: str | None) -> str | None:
         return None if value in (None, "", "auto") else get_language(value).code
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_voice(cls, values: object) -> object:
+        if isinstance(values, dict) and not values.get("voice") and not values.get("voice_design"):
+            values = {**values, "voice": "Vivian" if values.get("tts") == "local" else "Cherry"}
+        return values
+
     @model_validator(mode="after")
     def _check_plan_sources(self) -> DubConfig:
         if self.segments is not None and self.subtitles is not None:
@@ -109,10 +127,18 @@ class DubConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_voice(self) -> DubConfig:
+        if self.tts == "local":
+            if self.voice_design is None:
+                from models.qwen_local_tts import resolve_speaker
+
+                resolve_speaker(self.voice or "")
+            return self
+        if self.voice_design is not None:
+            raise ConfigError("--voice-design needs the local route (--tts local)")
         if self.tts == "api":
             from models.voices import INSTRUCT_MODELS, resolve_voice
 
-            resolve_voice(self.voice, self.tts_model)
+            resolve_voice(self.voice or "", self.tts_model)
             if self.instructions and self.tts_model not in INSTRUCT_MODELS:
                 raise ConfigError(
                     "--instructions needs an instruct model "

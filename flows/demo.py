@@ -15,17 +15,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--langs", default="ja,en,ko")
     parser.add_argument("--out", default="out/sample")
     args, extra = parser.parse_known_args(argv)
-    if not os.environ.get("DASHSCOPE_API_KEY"):
+    if os.environ.get("DASHSCOPE_API_KEY"):
+        route = ["--tts", "api", "--translator", "api"]
         print(
-            "error: the demo needs DASHSCOPE_API_KEY (DashScope route: Qwen-MT + qwen3-tts-flash); "
-            "the local qwen-tts route is not available yet. Get a key at Model Studio and "
-            "`export DASHSCOPE_API_KEY=sk-...`, then run `make demo` again.",
+            "demo: DashScope route (Qwen-MT + qwen3-tts-flash), key from DASHSCOPE_API_KEY", file=sys.stderr
+        )
+    else:
+        route = ["--tts", "local", "--translator", "local"]
+        print(
+            "demo: no DASHSCOPE_API_KEY, so the local route: qwen-tts and a Qwen chat model on this machine "
+            "(weights are downloaded from Hugging Face on first use; a GPU is strongly recommended)",
             file=sys.stderr,
         )
-        return 2
     from flows.cli import main as dub_main
 
-    return dub_main([str(SAMPLE), "--langs", args.langs, "--out", args.out, "--tts", "api", *extra])
+    return dub_main([str(SAMPLE), "--langs", args.langs, "--out", args.out, *route, *extra])
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import numpy as np
 import soundfile as sf
 from prefect import task
 
-from models.base import SpeechSynthesizer
+from models.base import SpeechSynthesizer, SynthesizedClip
 from models.billing import billed_characters, price
-from models.errors import ConfigError, NotImplementedRouteError, UpstreamError
+from models.errors import ConfigError, UpstreamError
 from models.languages import Language, get_language
 from models.retry import RetryPolicy
 from tasks.files import atomic_path, content_key, read_json, write_json_atomic
@@ -93,8 +93,16 @@ def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer
             require_key=require_key,
         )
     if config.tts == "local":
-        raise NotImplementedRouteError(
-            "--tts local (qwen-tts on your GPU) is not available yet; use --tts api"
+        from models.qwen_local_tts import QwenLocalTTS
+
+        return QwenLocalTTS(
+            mode="voice_design" if config.voice_design else "custom_voice",
+            model=config.tts_local_model,
+            size=config.tts_size,
+            speaker=config.voice or "Vivian",
+            instructions=config.instructions,
+            description=config.voice_design,
+            prompt_cache_dir=config.cache_dir / "voice_prompts",
         )
     raise ConfigError(f"unknown TTS route {config.tts!r}")
 
@@ -122,6 +130,7 @@ def synthesize_lines(
     clips_dir: Path,
     workers: int,
     region: str,
+    batch_size: int = 8,
 ) -> tuple[list[ClipRecord], dict[str, float]]:
     log = stage_logger()
     identity = synth.identity()
@@ -134,8 +143,56 @@ def synthesize_lines(
         language.code, len(missing), len(lines) - len(missing), estimate_chars, cost, currency,
     )  # fmt: skip
     progress = StageProgress(f"synthesize-{language.code}", len(lines), unit="lines")
-    totals = {"billed_characters": 0.0, "requests": 0.0, "attempts": 0.0}
+    totals = {"billed_characters": 0.0, "requests": 0.0, "attempts": 0.0, "guard_flagged": 0.0}
     lock = threading.Lock()
+
+    def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
+        guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
+        meta = {
+            "billed_characters": clip.billed_characters,
+            "attempts": clip.attempts,
+            "requests": clip.requests,
+            **({"guard": guard} if guard else {}),
+        }
+        hit = cache.put(key, clip.audio, clip.sample_rate, meta)
+        with lock:
+            totals["billed_characters"] += clip.billed_characters
+            totals["requests"] += clip.requests
+            totals["attempts"] += clip.attempts
+            totals["guard_flagged"] += 1 if guard else 0
+        log.info(
+            "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f%s",
+            language.code, line.index, identity.get("voice", ""), identity.get("model", ""),
+            clip.billed_characters, clip.attempts, clip.audio.size / clip.sample_rate,
+            f" guard={guard}" if guard else "",
+        )  # fmt: skip
+        return hit
+
+    def failed(exc: UpstreamError, what: str) -> UpstreamError:
+        return UpstreamError(
+            f"speech synthesis of {what} ({language.code}) failed: {exc.detail}",
+            code=exc.code,
+            status=exc.status,
+        )
+
+    batch_api = getattr(synth, "synthesize_batch", None)
+    if batch_api is not None and missing:
+        # Local engine: lines of similar length share a generate call (a batch runs as long as its
+        # longest line), one batch at a time on the device.
+        todo = sorted(
+            ((ln, k) for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None),
+            key=lambda item: len(item[0].text),
+        )
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            try:
+                clips = batch_api([ln.text for ln, _ in batch], language)
+            except UpstreamError as exc:
+                raise failed(exc, f"lines {', '.join(str(ln.index) for ln, _ in batch)}") from None
+            for (line, key), clip in zip(batch, clips, strict=True):
+                store(line, key, clip)
+                progress.advance()
+        progress.set(0)  # the linking pass below reports the total
 
     def one(item: tuple[TranslatedLine, str]) -> ClipRecord:
         line, key = item
@@ -145,26 +202,8 @@ def synthesize_lines(
             try:
                 clip = synth.synthesize(line.text, language)
             except UpstreamError as exc:
-                raise UpstreamError(
-                    f"speech synthesis of line {line.index} ({language.code}) failed: {exc.detail}",
-                    code=exc.code,
-                    status=exc.status,
-                ) from None
-            meta = {
-                "billed_characters": clip.billed_characters,
-                "attempts": clip.attempts,
-                "requests": clip.requests,
-            }
-            hit = cache.put(key, clip.audio, clip.sample_rate, meta)
-            with lock:
-                totals["billed_characters"] += clip.billed_characters
-                totals["requests"] += clip.requests
-                totals["attempts"] += clip.attempts
-            log.info(
-                "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f",
-                language.code, line.index, identity.get("voice", ""), identity.get("model", ""),
-                clip.billed_characters, clip.attempts, clip.audio.size / clip.sample_rate,
-            )  # fmt: skip
+                raise failed(exc, f"line {line.index}") from None
+            hit = store(line, key, clip)
         wav, meta = hit
         link = clips_dir / f"{line.index:04d}.wav"
         _link(wav, link)
@@ -190,8 +229,9 @@ def synthesize(
     language = get_language(lang_code)
     synth = make_synthesizer(config)
     records, totals = synthesize_lines(
-        lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region
-    )
+        lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region,
+        batch_size=config.tts_batch,
+    )  # fmt: skip
     write_json_atomic(
         manifest, {"language": lang_code, "identity": synth.identity(), "clips": [asdict(r) for r in records]}
     )

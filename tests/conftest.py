@@ -48,6 +48,14 @@ def tiny_qwen_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_qwen_lm(tmp_path_factory.mktemp("tiny-qwen-lm"))
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_tts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random Qwen3-TTS checkpoints (custom_voice, base, voice_design) for the real loader."""
+    from tests.tiny_qwen_tts import build_tiny_qwen_tts
+
+    return build_tiny_qwen_tts(tmp_path_factory.mktemp("tiny-qwen-tts"))
+
+
 @pytest.fixture
 def dashscope_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackDashScope]:
     """A loopback DashScope; the SDK reaches it through the same environment variables users set."""

@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(args: list[str], env_overrides: dict[str, str | None], timeout: int = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env_overrides: dict[str, str | None], timeout: int = 120
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     for key, value in env_overrides.items():
         if value is None:
@@ -21,7 +23,12 @@ def run_cli(args: list[str], env_overrides: dict[str, str | None], timeout: int 
         else:
             env[key] = value
     return subprocess.run(
-        [sys.executable, "-m", "flows.dub", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "flows.dub", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -40,7 +47,18 @@ def media(tmp_path: Path) -> dict[str, Path]:
     """A video without audio, an audio-only file, and a text file posing as a video."""
     silent_video = tmp_path / "no_audio.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x64:d=1", "-c:v", "libx264", str(silent_video)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=64x64:d=1",
+            "-c:v",
+            "libx264",
+            str(silent_video),
+        ],
         check=True,
     )
     audio_only = tmp_path / "speech.m4a"
@@ -65,14 +83,18 @@ KEY = {"DASHSCOPE_API_KEY": "sk-test"}
         ("sample", ["--langs", "ja,xx"], KEY, ("unknown language", "'xx'")),
         ("sample", ["--voice", "Cheri"], KEY, ("unknown voice", "Cherry")),
         ("sample", [], {"DASHSCOPE_API_KEY": None}, ("DASHSCOPE_API_KEY",)),
-        ("sample", ["--tts", "local"], KEY, ("--tts local",)),
+        ("sample", ["--tts", "local", "--voice", "Cherry"], KEY, ("unknown Qwen3-TTS speaker",)),
+        ("sample", ["--voice-design", "a calm voice"], KEY, ("--voice-design needs the local route",)),
+        ("sample", ["--instructions", "Speak slowly."], KEY, ("needs an instruct model",)),
         ("sample", ["--separator", "htdemucs"], KEY, ("--separator htdemucs",)),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_output(
     case: str, extra: list[str], env: dict, needles: tuple[str, ...], media: dict[str, Path], tmp_path: Path
 ) -> None:
-    video = {"missing": tmp_path / "missing.mp4", "sample": ROOT / "media_samples" / "sample.mp4", **media}[case]
+    video = {"missing": tmp_path / "missing.mp4", "sample": ROOT / "media_samples" / "sample.mp4", **media}[
+        case
+    ]
     out = tmp_path / "out"
     args = [str(video), "--langs", "ja", "--out", str(out), *extra]
     if "--langs" in extra:
@@ -85,7 +107,9 @@ def test_bad_input_is_one_line_and_leaves_no_output(
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = run_cli([str(ROOT / "media_samples" / "sample.mp4"), "--langs", "ja", "--out", str(blocker / "sub")], KEY)
+    proc = run_cli(
+        [str(ROOT / "media_samples" / "sample.mp4"), "--langs", "ja", "--out", str(blocker / "sub")], KEY
+    )
     assert_one_line_error(proc, "cannot write to output folder")
 
 
@@ -94,14 +118,30 @@ def test_help_is_instant_and_lists_every_flag() -> None:
     proc = run_cli(["--help"], {})
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0
-    for flag in ["--langs", "--out", "--voice", "--tts", "--translator", "--asr-model", "--separator", "--region"]:
+    for flag in [
+        "--langs",
+        "--out",
+        "--voice",
+        "--tts",
+        "--translator",
+        "--asr-model",
+        "--separator",
+        "--region",
+    ]:
         assert flag in proc.stdout
     # a generous bound for a loaded CI machine; the point is that Prefect/torch are not imported
     assert elapsed < 3.0, f"--help took {elapsed:.2f}s"
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "flows.dub", "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-m", "flows.dub", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    heavy = [m for m in ("prefect", "torch", "dashscope", "faster_whisper") if f" {m}\n" in proc.stderr or f"| {m}" in proc.stderr]
+    heavy = [
+        m
+        for m in ("prefect", "torch", "dashscope", "faster_whisper")
+        if f" {m}\n" in proc.stderr or f"| {m}" in proc.stderr
+    ]
     assert not heavy, f"--help imported {heavy}"
 
 

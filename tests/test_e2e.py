@@ -267,3 +267,38 @@ def test_local_translator_route(job, tmp_path: Path, tiny_qwen_lm: Path) -> None
     assert lines and all(ln["text"].strip() for ln in lines)
     assert server.count("tts") == len(lines)
     assert result.video is not None and result.video.is_file()
+
+
+def test_local_tts_route(job, tmp_path: Path, tiny_qwen_tts: dict[str, Path]) -> None:
+    """--tts local: a (tiny, random) Qwen3-TTS CustomVoice checkpoint through the real
+    Qwen3TTSModel.from_pretrained, lines batched; DashScope TTS is not called."""
+    import torch
+
+    from flows.dub import dub
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: thread hand-offs cost more than the arithmetic
+    try:
+        server: LoopbackDashScope = job["server"]
+        server.reset()
+        plan = json.loads((job["config"].out_dir / "segments.json").read_text())
+        plan["lines"] = plan["lines"][:3]  # three lines keep the random model's CPU time short
+        plan_path = tmp_path / "plan.json"
+        plan_path.write_text(json.dumps(plan))
+        config = job["config"].model_copy(
+            update={
+                "out": tmp_path / "out", "langs": ["en"], "tts": "local", "voice": "ryan", "segments": plan_path,
+                "tts_local_model": str(tiny_qwen_tts["custom_voice"]), "tts_batch": 2,
+            }
+        )  # fmt: skip
+        result = dub(config)
+    finally:
+        torch.set_num_threads(threads)
+    assert server.count("tts") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    n_lines = report["source"]["lines"]
+    manifest = json.loads((tmp_path / "out" / "work" / "clips.en.json").read_text())
+    assert manifest["identity"]["route"] == "local" and len(manifest["clips"]) == n_lines
+    assert all(c["sample_rate"] == 24000 and c["duration"] > 0 for c in manifest["clips"])
+    assert report["tracks"]["en"]["synthesis"]["billed_characters"] == 0
+    assert result.video is not None and result.video.is_file()
