@@ -177,6 +177,8 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "tts_size": args.tts_size,
         "voice_design": args.voice_design,
         "tts_batch": args.tts_batch,
+        "shorten": not args.no_shorten,
+        "shorten_model": args.shorten_model,
         "budget": args.budget,
     }
     for key, value in (

@@ -64,6 +64,12 @@ class DubConfig(BaseModel):
     mt_rpm: int = Field(default=60, ge=1, description="Qwen-MT requests per minute")
     concurrency: int = Field(default=8, ge=1, le=64, description="Parallel API requests")
     max_speedup: float = Field(default=1.25, ge=1.0, le=2.0)
+    shorten: bool = Field(
+        default=True, description="Re-translate lines whose dub needs more than max_speedup"
+    )
+    shorten_model: str | None = Field(
+        default=None, description="DashScope chat model for shortening (qwen-flash)"
+    )
     audio_codec: Literal["aac", "opus"] = "aac"
     container: Literal["mkv", "mp4"] = "mkv"
     cache_dir: Path = Field(default_factory=default_cache_dir)

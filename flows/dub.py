@@ -17,7 +17,7 @@ if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prefect import flow
@@ -33,6 +33,7 @@ from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import DISCLOSURE, build_report, write_report
 from tasks.segment import import_plan, segment
 from tasks.separate import separate
+from tasks.shorten import shorten
 from tasks.synthesize import synthesize
 from tasks.transcribe import transcribe
 from tasks.translate import translate
@@ -121,12 +122,26 @@ def dub(config: DubConfig) -> DubResult:
             for code in langs
         }
         synthesized = {code: fut.result() for code, fut in synthesizing.items()}
+    with clock.stage("shorten"):
+        shortening = {
+            code: shorten.submit(
+                code,
+                source_lang,
+                translated[code],
+                synthesized[code][0],
+                config,
+                job.clips_dir(code),
+                job.lines(code),
+            )  # fmt: skip
+            for code in langs
+        }
+        fitted = {code: fut.result() for code, fut in shortening.items()}
     with clock.stage("assemble"):
         assembling = {
             code: assemble.submit(
                 code,
-                translated[code],
-                synthesized[code][0],
+                fitted[code][0],
+                fitted[code][1],
                 stems.background,
                 rate,
                 channels,
@@ -168,7 +183,7 @@ def dub(config: DubConfig) -> DubResult:
             "lines": len(lines),
         },
         tracks=tracks,
-        synthesis={code: synthesized[code][1] for code in langs},
+        synthesis={code: {**synthesized[code][1], **asdict(fitted[code][2])} for code in langs},
         outputs={
             "video": str(final),
             "subtitles": {code: {"srt": str(job.srt(code)), "vtt": str(job.vtt(code))} for code in langs},

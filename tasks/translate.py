@@ -13,6 +13,7 @@ from models.base import Translator
 from models.errors import ConfigError, UpstreamError
 from models.languages import Language, get_language
 from models.retry import RetryPolicy
+from models.speech_rate import character_budget, estimate_seconds
 from tasks.files import content_key, read_json, write_json_atomic
 from tasks.media import STAGE
 from tasks.parallel import map_lines
@@ -28,10 +29,51 @@ class TranslatedLine:
     pause_after: float
     source: str
     text: str
+    budget_chars: int = 0  # what fits the slot at the language's natural pace (models/speech_rate.py)
+    estimate_s: float = 0.0  # estimated spoken duration of `text`
+    edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
+    shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)
 
     @property
     def slot_end(self) -> float:
         return self.end + self.pause_after
+
+    @property
+    def slot_s(self) -> float:
+        return self.slot_end - self.start
+
+
+def with_budget(line: TranslatedLine, target: str) -> TranslatedLine:
+    line.budget_chars = character_budget(line.slot_s, target)
+    line.estimate_s = round(estimate_seconds(line.text, target), 3)
+    return line
+
+
+def text_hash(text: str) -> str:
+    return content_key("line-text", text)[:16]
+
+
+def user_edits(path: Path, lines: list[Line]) -> dict[int, str]:
+    """Lines whose translation the user changed in an existing lines.<lang>.json: same source text as
+    the plan, and a text that differs from what we wrote (recorded as `auto_hash`)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+        entries = {int(e["index"]): e for e in data.get("lines", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{path.name} is not valid (fix it or delete it to translate again)") from None
+    edits: dict[int, str] = {}
+    for line in lines:
+        entry = entries.get(line.index)
+        if not entry or entry.get("source") != line.text or not isinstance(entry.get("text"), str):
+            continue
+        text = " ".join(entry["text"].split())
+        if not text:
+            raise ConfigError(f"{path.name}: line {line.index} has an empty translation")
+        if entry.get("edited") or text_hash(text) != entry.get("auto_hash"):
+            edits[line.index] = text
+    return edits
 
 
 def make_translator(
@@ -155,6 +197,7 @@ def _translate_batched(
             line.text,
             previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
             next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
+            max_chars=character_budget(line.pause_after + line.end - line.start, target.code),
             index=line.index,
         )
         for i, line in enumerate(lines)
@@ -186,7 +229,12 @@ def _translate_batched(
 
 
 def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> dict[str, Any]:
-    return {"language": lang.code, "source_language": source, "lines": [asdict(ln) for ln in lines]}
+    """The editable translation file: change a line's `text` and re-run; only that line is re-done."""
+    return {
+        "language": lang.code,
+        "source_language": source,
+        "lines": [{**asdict(ln), **({} if ln.edited else {"auto_hash": text_hash(ln.text)})} for ln in lines],
+    }
 
 
 def translator_for(config: Any, require_key: bool = True) -> Translator:
@@ -214,12 +262,22 @@ def translate(
     translator = None
     if source is None or source.code != target.code:
         translator = translator_for(config)
+    edits = user_edits(out_json, lines)
+    todo = [ln for ln in lines if ln.index not in edits]
     translated, stats = translate_lines(
-        lines, source, target, translator, TranslationCache(config.cache_dir), config.concurrency
+        todo, source, target, translator, TranslationCache(config.cache_dir), config.concurrency
     )
+    by_index = {ln.index: ln for ln in translated}
+    for line in lines:
+        if line.index in edits:
+            by_index[line.index] = TranslatedLine(
+                line.index, line.start, line.end, line.pause_after, line.text, edits[line.index], edited=True
+            )
+    translated = [with_budget(by_index[ln.index], target.code) for ln in lines]
+    stats["edited"] = len(edits)
     write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
     stage_logger().info(
-        "translated lang=%s lines=%d calls=%d cached=%d copied=%d",
-        target.code, len(translated), stats["calls"], stats["cached"], stats["copied"],
+        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d",
+        target.code, len(translated), stats["calls"], stats["cached"], stats["copied"], stats["edited"],
     )  # fmt: skip
     return translated

@@ -302,3 +302,24 @@ def test_local_tts_route(job, tmp_path: Path, tiny_qwen_tts: dict[str, Path]) ->
     assert all(c["sample_rate"] == 24000 and c["duration"] > 0 for c in manifest["clips"])
     assert report["tracks"]["en"]["synthesis"]["billed_characters"] == 0
     assert result.video is not None and result.video.is_file()
+
+
+def test_editing_a_translation_resynthesises_only_that_line(job) -> None:
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    path = job["config"].out_dir / "lines.ja.json"
+    data = json.loads(path.read_text())
+    data["lines"][1]["text"] = "毎朝、船は日の出前に出発します。"
+    path.write_text(json.dumps(data, ensure_ascii=False))
+    server.reset()
+    dub(job["config"])
+    assert server.count("mt") == 0  # the user's translation is kept, nothing re-translated
+    assert [r.body["input"]["text"] for r in server.requests_of("tts")] == [
+        "毎朝、船は日の出前に出発します。"
+    ]
+    kept = json.loads(path.read_text())["lines"][1]
+    assert kept["text"] == "毎朝、船は日の出前に出発します。" and kept["edited"] is True
+    server.reset()
+    dub(job["config"])
+    assert server.count() == 0  # and the edit survives further runs
