@@ -164,9 +164,7 @@ def run(args: Sequence[str]) -> None:
     """Run a command (argument list, no shell); raise with its stderr on failure."""
     result = subprocess.run(list(args), capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"command failed ({result.returncode}): {' '.join(args)}\n{result.stderr.strip()}"
-        )
+        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(args)}\n{result.stderr.strip()}")
 
 
 # --------------------------------------------------------------------------
@@ -351,9 +349,7 @@ def synthesise_music(total: int) -> FloatArray:
         pluck_env = np.exp(-t / ARP_DECAY_S) * np.minimum(1.0, t / 0.005)
         for step, chord_tone in enumerate(pattern):
             freq = midi_to_hz(chord[chord_tone] + 12)
-            pluck = pluck_env * (
-                np.sin(2.0 * np.pi * freq * t) + 0.2 * np.sin(4.0 * np.pi * freq * t)
-            )
+            pluck = pluck_env * (np.sin(2.0 * np.pi * freq * t) + 0.2 * np.sin(4.0 * np.pi * freq * t))
             left_gain = 0.65 if step % 2 == 0 else 0.35
             onset = start + step * eighth
             add_at(music[:, 0], onset, 0.16 * left_gain * pluck)
@@ -498,9 +494,7 @@ def generate(out_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        description="Generate media_samples/sample.mp4 and sample.truth.json."
-    )
+    parser = argparse.ArgumentParser(description="Generate media_samples/sample.mp4 and sample.truth.json.")
     parser.add_argument(
         "--out-dir",
         type=Path,

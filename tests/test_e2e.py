@@ -287,8 +287,8 @@ def test_local_tts_route(job, tmp_path: Path, tiny_qwen_tts: dict[str, Path]) ->
         plan_path.write_text(json.dumps(plan))
         config = job["config"].model_copy(
             update={
-                "out": tmp_path / "out", "langs": ["en"], "tts": "local", "voice": "ryan", "segments": plan_path,
-                "tts_local_model": str(tiny_qwen_tts["custom_voice"]), "tts_batch": 2,
+                "out": tmp_path / "out", "langs": ["en"], "tts": "local", "voice": "ryan",
+                "segments": plan_path, "tts_local_model": str(tiny_qwen_tts["custom_voice"]), "tts_batch": 2,
             }
         )  # fmt: skip
         result = dub(config)
