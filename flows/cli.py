@@ -54,8 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_DIR",
         help="faster-whisper model name or CTranslate2 directory (default: large-v3 on GPU, small on CPU)",
     )
-    p.add_argument("--separator", choices=["htdemucs", "none"], default="none",
-                   help="source separation (default none: dub over silence)")  # fmt: skip
+    p.add_argument("--separator", choices=["htdemucs", "none"], default="htdemucs",
+                   help="source separation (default htdemucs; none: dub over silence)")  # fmt: skip
+    p.add_argument("--demucs-model", default="htdemucs", metavar="NAME_OR_DIR",
+                   help="demucs model (htdemucs, htdemucs_ft, mdx_extra) or a folder with one model")  # fmt: skip
+    p.add_argument("--demucs-repo", dest="demucs_dir", type=Path, metavar="DIR",
+                   help="folder of local demucs models (<name>.th / <name>.yaml)")  # fmt: skip
+    p.add_argument("--shifts", type=int, default=1, help="demucs random shifts (quality vs time; default 1)")
+    p.add_argument("--overlap", type=float, default=0.25, help="demucs segment overlap (default 0.25)")
+    p.add_argument("--separation-chunk", type=float, default=60.0, metavar="SECONDS",
+                   help="separate in chunks of this length: bounded memory on long videos (default 60)")  # fmt: skip
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
     p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
     p.add_argument("--source-lang", help="language of the video (default: detected)")
     p.add_argument(
@@ -100,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)"
     )
     p.add_argument(
+        "--no-shorten",
+        action="store_true",
+        help="do not re-translate lines whose dub needs more speed-up than --max-speedup",
+    )
+    p.add_argument("--shorten-model", help="DashScope chat model that shortens lines (default qwen-flash)")
+    p.add_argument(
         "--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)"
     )
     p.add_argument(
@@ -116,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=float, help="refuse the job if the estimated TTS cost exceeds this amount"
     )
     p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
+    p.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr (job, stage, line)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -177,6 +193,14 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "tts_size": args.tts_size,
         "voice_design": args.voice_design,
         "tts_batch": args.tts_batch,
+        "demucs_model": args.demucs_model,
+        "demucs_dir": args.demucs_dir,
+        "demucs_shifts": args.shifts,
+        "demucs_overlap": args.overlap,
+        "demucs_chunk_s": args.separation_chunk,
+        "device": args.device,
+        "shorten": not args.no_shorten,
+        "shorten_model": args.shorten_model,
         "shorten": not args.no_shorten,
         "shorten_model": args.shorten_model,
         "budget": args.budget,
@@ -200,7 +224,11 @@ def preflight(config) -> None:  # config: DubConfig
 
     require_tool("ffmpeg")
     probe_media(config.video)
-    check_separator(config.separator)
+    check_separator(
+        config.separator, model=config.demucs_model, model_dir=config.demucs_dir, device=config.device,
+        shifts=config.demucs_shifts, overlap=config.demucs_overlap, chunk_seconds=config.demucs_chunk_s,
+        load=True,
+    )  # fmt: skip
     for option, path in (("--segments", config.segments), ("--subtitles", config.subtitles)):
         if path is not None and not path.is_file():
             raise InputError(f"{option} file not found: {path}")
@@ -252,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         preflight(config)
         from flows.logs import configure_prefect_environment
 
-        configure_prefect_environment(debug=args.debug)
+        configure_prefect_environment(debug=args.debug, json_logs=args.log_json)
         from flows.dub import dub
 
         try:

@@ -42,7 +42,17 @@ class DubConfig(BaseModel):
     tts: Literal["api", "local"] = "api"
     translator: Literal["api", "local"] = "api"
     asr_model: str = Field(default="auto", description="faster-whisper model name or CTranslate2 directory")
-    separator: Literal["htdemucs", "none"] = "none"
+    separator: Literal["htdemucs", "none"] = "htdemucs"
+    demucs_model: str = Field(
+        default="htdemucs", description="demucs model name (htdemucs, htdemucs_ft, mdx_extra)"
+    )
+    demucs_dir: Path | None = Field(
+        default=None, description="Folder holding local demucs models (.th/.yaml)"
+    )
+    demucs_shifts: int = Field(default=1, ge=0, le=20)
+    demucs_overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    demucs_chunk_s: float = Field(default=60.0, gt=0, description="Separation chunk length (bounds memory)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     region: Literal["intl", "cn"] = "intl"
     source_lang: str | None = Field(default=None, description="Source language; detected when omitted")
     tts_model: str = TTS_DEFAULT_MODEL

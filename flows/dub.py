@@ -80,7 +80,11 @@ def dub(config: DubConfig) -> DubResult:
         audio, analysis, audio_key = extract(info, video_digest, job.audio, job.analysis)
         source_lufs = measure_source_loudness(audio)
     with clock.stage("separate"):
-        stems = separate(audio, audio_key, config.separator)
+        stems = separate(
+            audio, audio_key, config.separator, vocals_path=job.vocals, background_path=job.background,
+            model=config.demucs_model, model_dir=config.demucs_dir, device=config.device,
+            shifts=config.demucs_shifts, overlap=config.demucs_overlap, chunk_seconds=config.demucs_chunk_s,
+        )  # fmt: skip
     # without separation the 16 kHz mono analysis copy is what recognition and onset detection read
     speech = stems.vocals if stems.background is not None else analysis
     asr_model, language_probability = "", 1.0

@@ -97,11 +97,24 @@ def summary_markdown(report: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], path: Path) -> Path:
     write_json_atomic(path, report)
     try:
-        from prefect.artifacts import create_markdown_artifact
-
-        create_markdown_artifact(
-            summary_markdown(report), key="dub-summary", description="Dubbing job summary"
-        )
+        publish_artifacts(report)
     except Exception as exc:  # noqa: BLE001 - an artifact is a convenience; the report file is the record
-        stage_logger().warning("summary artifact not created: %s", type(exc).__name__)
+        stage_logger().warning("artifacts not created: %s", type(exc).__name__)
     return path
+
+
+def publish_artifacts(report: dict[str, Any]) -> None:
+    """What the Prefect UI shows for a run: a summary, one timing table per language (no script
+    text), and a link to the output file."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(summary_markdown(report), key="dub-summary", description="Dubbing job summary")
+    for lang, track in report["tracks"].items():
+        create_table_artifact(
+            track["lines_timing"],
+            key=f"dub-timing-{lang}",
+            description=f"{lang}: per-line slot, clip length, speed factor and truncation (seconds)",
+        )
+    video = report["outputs"].get("video")
+    if video:
+        create_link_artifact(Path(video).resolve().as_uri(), link_text=Path(video).name, key="dub-output")

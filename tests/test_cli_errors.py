@@ -86,7 +86,12 @@ KEY = {"DASHSCOPE_API_KEY": "sk-test"}
         ("sample", ["--tts", "local", "--voice", "Cherry"], KEY, ("unknown Qwen3-TTS speaker",)),
         ("sample", ["--voice-design", "a calm voice"], KEY, ("--voice-design needs the local route",)),
         ("sample", ["--instructions", "Speak slowly."], KEY, ("needs an instruct model",)),
-        ("sample", ["--separator", "htdemucs"], KEY, ("--separator htdemucs",)),
+        (
+            "sample",
+            ["--separator", "htdemucs", "--demucs-model", "nope"],
+            KEY,
+            ("unknown demucs model 'nope'",),
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_output(
@@ -96,9 +101,10 @@ def test_bad_input_is_one_line_and_leaves_no_output(
         case
     ]
     out = tmp_path / "out"
-    args = [str(video), "--langs", "ja", "--out", str(out), *extra]
+    separator = [] if "--separator" in extra else ["--separator", "none"]
+    args = [str(video), "--langs", "ja", "--out", str(out), *separator, *extra]
     if "--langs" in extra:
-        args = [str(video), "--out", str(out), *extra]
+        args = [str(video), "--out", str(out), *separator, *extra]
     proc = run_cli(args, env)
     assert_one_line_error(proc, *needles)
     assert not out.exists() or not any(out.iterdir()), "a failed run left output behind"
@@ -108,7 +114,16 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     proc = run_cli(
-        [str(ROOT / "media_samples" / "sample.mp4"), "--langs", "ja", "--out", str(blocker / "sub")], KEY
+        [
+            str(ROOT / "media_samples" / "sample.mp4"),
+            "--langs",
+            "ja",
+            "--separator",
+            "none",
+            "--out",
+            str(blocker / "sub"),
+        ],
+        KEY,
     )
     assert_one_line_error(proc, "cannot write to output folder")
 

@@ -41,7 +41,7 @@ def test_cli_dubs_and_never_prints_text_or_key(
     with LoopbackDashScope(api_key="sk-very-secret-0123456789") as server:
         out = tmp_path / "out"
         proc = run(
-            ["media_samples/sample.mp4", "--langs", "ja,en", "--out", str(out),
+            ["media_samples/sample.mp4", "--langs", "ja,en", "--separator", "none", "--out", str(out),
              "--asr-model", str(tiny_en_model), "--stream"],
             server, tmp_path, server.api_key,
         )  # fmt: skip
@@ -61,7 +61,7 @@ def test_cli_upstream_rejection_is_one_error_line(tmp_path: Path, tiny_en_model:
     with LoopbackDashScope() as server:
         out = tmp_path / "out"
         proc = run(
-            ["media_samples/sample.mp4", "--langs", "ja", "--out", str(out),
+            ["media_samples/sample.mp4", "--langs", "ja", "--separator", "none", "--out", str(out),
              "--asr-model", str(tiny_en_model)],
             server, tmp_path, "sk-wrong-key",
         )  # fmt: skip

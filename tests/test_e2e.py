@@ -29,7 +29,7 @@ def job(prefect_harness, sample_video: Path, tiny_en_model: Path, tmp_path_facto
         mp.setenv("DASHSCOPE_API_KEY", server.api_key)
         config = build_config(
             video=sample_video, langs=",".join(LANGS), out=tmp / "out", asr_model=str(tiny_en_model),
-            cache_dir=tmp / "cache", retry_base_delay_s=0.01,
+            cache_dir=tmp / "cache", retry_base_delay_s=0.01, separator="none",
         )  # fmt: skip
         result = dub(config)
         first_run = {"tts": server.count("tts"), "mt": server.count("mt")}
@@ -323,3 +323,46 @@ def test_editing_a_translation_resynthesises_only_that_line(job) -> None:
     server.reset()
     dub(job["config"])
     assert server.count() == 0  # and the edit survives further runs
+
+
+def test_prefect_artifacts_summarise_the_run(job) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> dict:
+        async with get_client() as client:
+            return {a.key: a for a in await client.read_artifacts() if a.key}
+
+    artifacts = asyncio.run(read())
+    assert {"dub-summary", "dub-output", "dub-timing-ja", "dub-timing-en", "dub-timing-ko"} <= set(artifacts)
+    table = artifacts["dub-timing-ja"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert set(rows[0]) == {"index", "start", "slot_end", "clip_s", "placed_s", "speed", "truncated_s"}
+    assert "sample.dubbed.mkv" in str(artifacts["dub-output"].data)
+
+
+def test_separation_route(job, tmp_path: Path) -> None:
+    """--separator htdemucs with a (tiny, random) HTDemucs saved as a local model and loaded through
+    demucs' own loader: stems are written at the source layout and the dub is mixed over the background."""
+    from flows.dub import dub
+    from tests.tiny_demucs import TINY_NAME, build_tiny_repo
+
+    repo = build_tiny_repo(tmp_path / "demucs")
+    plan = tmp_path / "plan.json"  # random-weight "vocals" hold no speech to recognise: reuse the plan
+    plan.write_text((job["config"].out_dir / "segments.json").read_text())
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "langs": ["en"], "separator": "htdemucs", "demucs_model": TINY_NAME,
+                "demucs_dir": repo, "segments": plan}
+    )  # fmt: skip
+    result = dub(config)
+    work = tmp_path / "out" / "work"
+    import soundfile as sf
+
+    for stem in ("vocals.wav", "background.wav"):
+        info = sf.info(str(work / stem))
+        assert (info.samplerate, info.channels) == (48000, 2)
+        assert abs(info.duration - 29.6) < 0.01
+    assert result.video is not None and result.video.is_file()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["job"]["separator"] == "htdemucs"
