@@ -57,13 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separator", choices=["htdemucs", "none"], default="htdemucs",
                    help="source separation (default htdemucs; none: dub over silence)")  # fmt: skip
     p.add_argument("--demucs-model", default="htdemucs", metavar="NAME_OR_DIR",
-                   help="demucs model (htdemucs, htdemucs_ft, mdx_extra) or a folder with one model")  # fmt: skip
+                   help="demucs model (htdemucs, htdemucs_ft, mdx_extra) or a model folder")  # fmt: skip
     p.add_argument("--demucs-repo", dest="demucs_dir", type=Path, metavar="DIR",
                    help="folder of local demucs models (<name>.th / <name>.yaml)")  # fmt: skip
     p.add_argument("--shifts", type=int, default=1, help="demucs random shifts (quality vs time; default 1)")
     p.add_argument("--overlap", type=float, default=0.25, help="demucs segment overlap (default 0.25)")
     p.add_argument("--separation-chunk", type=float, default=60.0, metavar="SECONDS",
-                   help="separate in chunks of this length: bounded memory on long videos (default 60)")  # fmt: skip
+                   help="separate in chunks of this length: bounded memory (default 60)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
     p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
     p.add_argument("--source-lang", help="language of the video (default: detected)")
@@ -199,8 +199,6 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "demucs_overlap": args.overlap,
         "demucs_chunk_s": args.separation_chunk,
         "device": args.device,
-        "shorten": not args.no_shorten,
-        "shorten_model": args.shorten_model,
         "shorten": not args.no_shorten,
         "shorten_model": args.shorten_model,
         "budget": args.budget,

@@ -19,7 +19,6 @@ def configure_prefect_environment(debug: bool = False, json_logs: bool = False) 
     # Offline machines: no telemetry calls (they also cause "database is locked" noise).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import prefect  # noqa: F401 - importing sets up Prefect's logging handlers
-
     from prefect.logging.configuration import setup_logging
 
     setup_logging()

@@ -9,10 +9,18 @@ exact paths and bodies the real `dashscope==2.0.2` SDK sends, and answers them t
 - ``GET /files/<id>.wav?Expires=<unix>&Signature=<hex>``: the signed result URL, with OSS-style XML errors.
 - ``POST /api/v1/services/aigc/text-generation/generation``  (``Generation.call``, Qwen-MT): a deterministic
   fake translation that is visibly in the target language and applies ``translation_options.terms``.
+  The same path serves the chat models qwen-flash/qwen-plus/qwen-turbo (kind "chat", system messages
+  allowed) with a deterministic reply: a request holding the lines ``Maximum length: N characters`` and
+  ``Text: ...`` gets that text cut to at most N characters at a word boundary (a character boundary for
+  CJK text); anything else is echoed back.
+- ``POST /api/v1/services/audio/tts/customization``  (model ``qwen-voice-enrollment``, kind "voice"): voice
+  cloning enrollment with the actions create, list and delete. An enrolled voice id is then accepted by
+  the TTS path with its target model (``qwen3-tts-vc-2026-01-22``), and only there.
 
 It validates like the real service (key, model, voice per model, language_type, text length, the single user
-message of Qwen-MT), bills TTS like the real service, records every request, and injects faults, delays and
-rate limits on demand. It is the independent peer that checks the project's client: it shares no code with it.
+message of Qwen-MT, the enrollment audio), bills TTS like the real service, records every request, and injects
+faults, delays and rate limits on demand. It is the independent peer that checks the project's client: it
+shares no code with it.
 
     with LoopbackDashScope() as server:
         dashscope.base_http_api_url = server.base_http_api_url
@@ -54,6 +62,7 @@ from numpy.typing import NDArray
 API_PREFIX: Final = "/api/v1"
 TTS_PATH: Final = f"{API_PREFIX}/services/aigc/multimodal-generation/generation"
 MT_PATH: Final = f"{API_PREFIX}/services/aigc/text-generation/generation"
+VOICE_PATH: Final = f"{API_PREFIX}/services/audio/tts/customization"
 FILES_PREFIX: Final = "/files/"
 
 SAMPLE_RATE: Final = 24_000  # Hz; qwen3-tts-flash returns 24 kHz mono
@@ -62,7 +71,7 @@ MIN_DURATION_S: Final = 0.4
 EDGE_SILENCE_S: Final = 0.05  # leading and trailing silence in every clip
 SSE_CHUNK_S: Final = (0.10, 0.20, 0.15)  # SSE audio chunk lengths, cycled: clients must not assume one size
 
-KINDS: Final = ("tts", "mt", "download")
+KINDS: Final = ("tts", "mt", "download", "voice", "chat")
 
 # Model -> column of the voice table (qwen-reference.md section 2). "F" = flash and its 2025-11-27 snapshot,
 # "9" = the 2025-09-18 snapshot, "I" = instruct-flash.
@@ -75,6 +84,20 @@ TTS_MODELS: Final[Mapping[str, str]] = {
 }
 INSTRUCT_MODELS: Final = frozenset(m for m, column in TTS_MODELS.items() if column == "I")
 MT_MODELS: Final = frozenset({"qwen-mt-flash", "qwen-mt-plus", "qwen-mt-lite", "qwen-mt-turbo"})
+CHAT_MODELS: Final = frozenset({"qwen-flash", "qwen-plus", "qwen-turbo"})
+CHAT_ROLES: Final = frozenset({"system", "user", "assistant"})
+
+# Voice cloning (qwen-reference.md section 4): the enrollment model, the synthesis models an enrolled voice
+# may target (the voice works with its target model only), and the documented limits on the sample.
+ENROLLMENT_MODEL: Final = "qwen-voice-enrollment"
+VC_MODELS: Final = frozenset({"qwen3-tts-vc-2026-01-22"})
+ENROLLMENT_ACTIONS: Final = frozenset({"create", "list", "delete"})
+PREFERRED_NAME_RE: Final = re.compile(r"[A-Za-z0-9_]{1,16}")
+ENROLLMENT_MIN_RATE: Final = 24_000  # Hz
+ENROLLMENT_MIN_S: Final = 3.0
+ENROLLMENT_MAX_S: Final = 60.0
+ENROLLMENT_MAX_BYTES: Final = 10 * 1024 * 1024
+ENROLLMENT_LANGUAGES: Final = frozenset({"zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru"})
 
 # Voice -> models that offer it (qwen-reference.md section 2; T/Tl: legacy qwen-tts columns, kept as data).
 _VOICE_MODELS: Final[Mapping[str, str]] = {
@@ -124,7 +147,7 @@ class RecordedRequest:
     """One request the server answered (recorded when its response is complete).
 
     Attributes:
-        kind: "tts", "mt", "download" or "other".
+        kind: "tts", "mt", "chat", "voice", "download" or "other".
         method, path: as received (path includes the query string).
         headers: request headers, Authorization removed.
         body: the parsed JSON body (None for GET or unparsable bodies).
@@ -194,6 +217,20 @@ class _RandomFaults:
 class _StoredFile:
     wav: bytes
     expires_at: int
+
+
+@dataclass(frozen=True)
+class EnrolledVoice:
+    """A voice created through the enrollment endpoint (``LoopbackDashScope.enrolled_voices()`` values)."""
+
+    voice: str
+    target_model: str
+    preferred_name: str
+    created_at: float  # time.time()
+    sample_rate: int
+    duration_s: float
+    text: str | None
+    language: str | None
 
 
 # --------------------------------------------------------------------------------------------- text helpers
@@ -360,6 +397,48 @@ def _fake_translate(text: str, target: str, terms: list[tuple[str, str]]) -> str
     else:
         pieces.append(_transform(text, target))
     return f"({MT_LANGUAGES[target]}) " + "".join(pieces).strip()
+
+
+# ------------------------------------------------------------------------------------------ fake chat
+
+_MAX_LENGTH_RE: Final = re.compile(r"^\s*Maximum length:\s*(\d+)\s*characters\b")
+_TEXT_PREFIX: Final = "Text: "
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters: after the last whole word that fits, or at a character for
+    CJK text (no spaces to cut at) and for a first word longer than the limit. Trailing separators go."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    if any(_is_wide_letter(ch) for ch in text):
+        cut = text[:limit]
+    else:
+        cut = ""
+        for word in text.split(" "):
+            candidate = f"{cut} {word}" if cut else word
+            if len(candidate) > limit:
+                break
+            cut = candidate
+        cut = cut or text[:limit]
+    return cut.rstrip(" ,;:、，；：")
+
+
+def _fake_chat_reply(messages: list[dict[str, Any]]) -> str:
+    """Deterministic chat answer: the `Text: ` line shortened to the `Maximum length: N characters` line when
+    the last user message has both; otherwise that message echoed back."""
+    content = str(messages[-1]["content"])
+    limit: int | None = None
+    text: str | None = None
+    for line in content.splitlines():
+        match = _MAX_LENGTH_RE.match(line)
+        if match and limit is None:
+            limit = int(match.group(1))
+        elif line.startswith(_TEXT_PREFIX) and text is None:
+            text = line[len(_TEXT_PREFIX) :]
+    if limit is not None and text is not None:
+        return _shorten(text, limit)
+    return content
 
 
 # ---------------------------------------------------------------------------------------------- audio
@@ -538,6 +617,7 @@ class LoopbackDashScope:
         self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
         self._files: dict[str, _StoredFile] = {}
+        self._voices: dict[str, EnrolledVoice] = {}
         self._secret = secrets.token_bytes(16)
         self._queued: dict[str, list[_QueuedFault]] = {k: [] for k in KINDS}
         self._random_faults: dict[str, _RandomFaults] = {}
@@ -608,6 +688,11 @@ class LoopbackDashScope:
         """How many requests of that kind were answered, successful or not."""
         return len(self.requests_of(kind))
 
+    def enrolled_voices(self) -> dict[str, EnrolledVoice]:
+        """Voices created through the enrollment endpoint and not deleted, by voice id."""
+        with self._lock:
+            return dict(self._voices)
+
     @property
     def billed_characters_total(self) -> int:
         """Sum of usage.characters over successful TTS requests (injected failures are never billed)."""
@@ -626,7 +711,7 @@ class LoopbackDashScope:
     def reset(self) -> None:
         """Forget records, injected faults and delays, expire_urls, rate windows and peak concurrency.
 
-        Stored result files, rpm limits and constructor settings are kept."""
+        Stored result files, enrolled voices, rpm limits and constructor settings are kept."""
         with self._lock:
             self._records.clear()
             for queue in self._queued.values():
@@ -781,16 +866,18 @@ class LoopbackDashScope:
         stream = h.headers.get("X-DashScope-SSE", "").strip().lower() == "enable"
         return RecordedRequest(kind, h.command, h.path, headers, body, stream, time.monotonic())
 
-    # -- POST: the two API endpoints
+    # -- POST: the API endpoints
     def _serve_post(self, h: _Handler) -> None:
         path = urlsplit(h.path).path.rstrip("/")
-        kind = {TTS_PATH: "tts", MT_PATH: "mt"}.get(path, "other")
+        kind = {TTS_PATH: "tts", MT_PATH: "mt", VOICE_PATH: "voice"}.get(path, "other")
         raw = h.rfile.read(int(h.headers.get("Content-Length") or 0))
         body: Any
         try:
             body = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
             body = None
+        if kind == "mt" and isinstance(body, dict) and body.get("model") in CHAT_MODELS:
+            kind = "chat"  # one path, two families: Qwen-MT and the general chat models
         record = self._new_record(h, kind, body)
         record.request_id = str(uuid.uuid4())
         pause = self._enter(kind)
@@ -807,6 +894,10 @@ class LoopbackDashScope:
                     raise _ApiError(400, "InvalidParameter", "The request body is not a JSON object.")
                 if kind == "tts":
                     self._serve_tts(h, body, record)
+                elif kind == "voice":
+                    self._serve_voice(h, body, record)
+                elif kind == "chat":
+                    self._serve_chat(h, body, record)
                 else:
                     self._serve_mt(h, body, record)
             except _ApiError as err:
@@ -832,7 +923,7 @@ class LoopbackDashScope:
 
     def _serve_tts(self, h: _Handler, body: dict[str, Any], record: RecordedRequest) -> None:
         model = body.get("model")
-        if not isinstance(model, str) or model not in TTS_MODELS:
+        if not isinstance(model, str) or (model not in TTS_MODELS and model not in VC_MODELS):
             raise _ApiError(404, "ModelNotFound", f"Model not exist: {model}")
         inp = body.get("input")
         params = body.get("parameters") or {}
@@ -852,7 +943,14 @@ class LoopbackDashScope:
         voice = inp.get("voice")
         if not isinstance(voice, str) or not voice:
             raise _ApiError(400, "InvalidParameter", "Required parameter missing: voice.")
-        if voice not in VOICES_BY_MODEL[model]:
+        if model in VC_MODELS:  # enrolled voices only, each with the model it was enrolled for
+            with self._lock:
+                enrolled = self._voices.get(voice)
+            if enrolled is None or enrolled.target_model != model:
+                raise _ApiError(
+                    400, "InvalidParameter", f"Voice '{voice}' is not an enrolled voice of model '{model}'."
+                )
+        elif voice not in VOICES_BY_MODEL[model]:
             raise _ApiError(400, "InvalidParameter", f"Voice '{voice}' is not supported by model '{model}'.")
         language_type = inp.get("language_type", params.get("language_type", "Auto"))
         if language_type not in LANGUAGE_TYPES:
@@ -980,7 +1078,40 @@ class LoopbackDashScope:
             raise _ApiError(400, "InvalidParameter", "translation_options.domains must be a string.")
 
         translation = _fake_translate(content, target, terms)
-        usage = {"input_tokens": _approx_tokens(content), "output_tokens": _approx_tokens(translation)}
+        self._send_text_reply(h, params, record, content, translation)
+
+    def _serve_chat(self, h: _Handler, body: dict[str, Any], record: RecordedRequest) -> None:
+        inp = body.get("input")
+        params = body.get("parameters") or {}
+        if not isinstance(inp, dict) or not isinstance(params, dict):
+            raise _ApiError(400, "InvalidParameter", "input and parameters must be JSON objects.")
+        messages = inp.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _ApiError(400, "InvalidParameter", "input.messages must be a non-empty list.")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+                raise _ApiError(
+                    400, "InvalidParameter", f"messages[{i}] needs a role of {sorted(CHAT_ROLES)}."
+                )
+            if message["role"] == "system" and i != 0:
+                raise _ApiError(400, "InvalidParameter", "Only the first message may be a system message.")
+            content = message.get("content")
+            if content is None or content == "":
+                raise _ApiError(
+                    400, "BadRequest.EmptyInput", "Required input parameter missing or empty: content."
+                )
+            if not isinstance(content, str):
+                raise _ApiError(400, "InvalidParameter", "The message content must be a string.")
+        if messages[-1]["role"] != "user":
+            raise _ApiError(400, "InvalidParameter", "The last message must come from the user.")
+        prompt = "\n".join(str(m["content"]) for m in messages)
+        self._send_text_reply(h, params, record, prompt, _fake_chat_reply(messages))
+
+    def _send_text_reply(
+        self, h: _Handler, params: dict[str, Any], record: RecordedRequest, prompt: str, reply: str
+    ) -> None:
+        """Answer a text-generation request (Qwen-MT or chat), as JSON or as an SSE stream."""
+        usage = {"input_tokens": _approx_tokens(prompt), "output_tokens": _approx_tokens(reply)}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
         record.usage = usage
         as_message = params.get("result_format") == "message"
@@ -994,24 +1125,107 @@ class LoopbackDashScope:
         record.status = 200
         if not record.stream:
             self._finish(record)
-            h.send_json(200, {"output": output(translation, "stop"), "usage": usage,
+            h.send_json(200, {"output": output(reply, "stop"), "usage": usage,
                               "request_id": record.request_id})  # fmt: skip
             return
-        # Qwen-MT streams the whole text so far in each event unless incremental_output is set.
+        # The whole text so far in each event unless incremental_output is set.
         incremental = params.get("incremental_output") is True
         h.start_sse(record.request_id)
         step = 8
-        pieces = [translation[i : i + step] for i in range(0, len(translation), step)]
+        pieces = [reply[i : i + step] for i in range(0, len(reply), step)] or [""]
         for i, piece in enumerate(pieces, start=1):
             last = i == len(pieces)
             if last:
                 self._finish(record)
-            text = piece if incremental else translation[: i * step]
+            text = piece if incremental else reply[: i * step]
             h.send_event(i, {"output": output(text, "stop" if last else "null"), "usage": usage,
                              "request_id": record.request_id})  # fmt: skip
             if self.sse_chunk_interval_s and not last:
                 time.sleep(self.sse_chunk_interval_s)
         h.end_sse()
+
+    # -- voice cloning: enrollment, listing, deletion
+    def _serve_voice(self, h: _Handler, body: dict[str, Any], record: RecordedRequest) -> None:
+        model = body.get("model")
+        if model != ENROLLMENT_MODEL:
+            raise _ApiError(
+                400,
+                "InvalidParameter",
+                f"Model '{model}' does not manage cloned voices; use {ENROLLMENT_MODEL}.",
+            )
+        inp = body.get("input")
+        if not isinstance(inp, dict):
+            raise _ApiError(400, "InvalidParameter", "input must be a JSON object.")
+        action = inp.get("action")
+        if action not in ENROLLMENT_ACTIONS:
+            raise _ApiError(
+                400,
+                "InvalidParameter",
+                f"Unknown action '{action}'; expected one of {sorted(ENROLLMENT_ACTIONS)}.",
+            )
+        if action == "create":
+            output, usage = self._enroll(inp), {"count": 1}
+        elif action == "list":
+            output, usage = self._list_voices(inp), None
+        else:
+            voice = inp.get("voice")
+            with self._lock:
+                removed = self._voices.pop(voice, None) if isinstance(voice, str) else None
+            if removed is None:
+                raise _ApiError(404, "VoiceNotFound", f"Voice '{voice}' does not exist.")  # code UNCONFIRMED
+            output, usage = {"voice": voice}, None
+        record.status, record.usage = 200, usage
+        self._finish(record)
+        payload: dict[str, Any] = {"output": output, "request_id": record.request_id}
+        if usage is not None:
+            payload["usage"] = usage
+        h.send_json(200, payload)
+
+    def _enroll(self, inp: dict[str, Any]) -> dict[str, Any]:
+        target_model = inp.get("target_model")
+        if target_model not in VC_MODELS:
+            raise _ApiError(
+                400, "InvalidParameter", f"target_model '{target_model}' is not one of {sorted(VC_MODELS)}."
+            )
+        name = inp.get("preferred_name")
+        if not isinstance(name, str) or not PREFERRED_NAME_RE.fullmatch(name):
+            raise _ApiError(
+                400, "InvalidParameter", "preferred_name must be 1-16 characters of [A-Za-z0-9_]."
+            )
+        text = inp.get("text")
+        if text is not None and not isinstance(text, str):
+            raise _ApiError(400, "InvalidParameter", "text must be a string.")
+        language = inp.get("language")
+        if language is not None and language not in ENROLLMENT_LANGUAGES:
+            raise _ApiError(400, "InvalidParameter", f"Unsupported language '{language}'.")
+        rate, duration = _enrollment_audio(inp.get("audio"))
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        voice = f"qwen-tts-vc-{name}-voice-{stamp}-{secrets.token_hex(4)}"
+        with self._lock:
+            self._voices[voice] = EnrolledVoice(
+                voice, str(target_model), name, time.time(), rate, duration, text, language
+            )
+        return {"voice": voice, "target_model": target_model}
+
+    def _list_voices(self, inp: dict[str, Any]) -> dict[str, Any]:
+        page_size, page_index = inp.get("page_size", 10), inp.get("page_index", 0)
+        if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+            raise _ApiError(400, "InvalidParameter", "page_size must be an integer in [1, 1000].")
+        if not isinstance(page_index, int) or page_index < 0:
+            raise _ApiError(400, "InvalidParameter", "page_index must be a non-negative integer.")
+        with self._lock:
+            voices = sorted(self._voices.values(), key=lambda v: (v.created_at, v.voice))
+        page = voices[page_index * page_size : (page_index + 1) * page_size]
+        return {
+            "voice_list": [
+                {
+                    "voice": v.voice,
+                    "target_model": v.target_model,
+                    "gmt_create": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at)),
+                }
+                for v in page
+            ]
+        }
 
     # -- GET: signed result files
     def _sign(self, file_id: str, expires_at: int) -> str:
@@ -1072,6 +1286,36 @@ class LoopbackDashScope:
                 "The request signature we calculated does not match the signature you provided.",
             )
         return stored.wav
+
+
+def _enrollment_audio(audio: Any) -> tuple[int, float]:
+    """Validate input.audio ({"data": "data:audio/wav;base64,..."}): a PCM WAV, mono, >= 24 kHz, 3-60 s,
+    under 10 MB. Returns (sample rate, seconds)."""
+    data = audio.get("data") if isinstance(audio, dict) else None
+    if not isinstance(data, str) or not data.startswith("data:"):
+        raise _ApiError(400, "InvalidParameter", "audio.data must be a data URI (data:audio/wav;base64,...).")
+    header, _, payload = data.partition(",")
+    if not header.endswith(";base64") or not header[len("data:") :].startswith("audio/"):
+        raise _ApiError(400, "InvalidParameter", "audio.data must be a base64 audio data URI.")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise _ApiError(400, "InvalidParameter", "audio.data is not valid base64.") from None
+    if len(raw) > ENROLLMENT_MAX_BYTES:
+        raise _ApiError(400, "InvalidParameter", "The audio file exceeds 10 MB.")
+    try:
+        with wave.open(io.BytesIO(raw), "rb") as wav:
+            rate, channels, frames = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+    except (wave.Error, EOFError):
+        raise _ApiError(400, "InvalidParameter", "The audio could not be decoded as WAV.") from None
+    duration = frames / rate if rate else 0.0
+    if rate < ENROLLMENT_MIN_RATE:
+        raise _ApiError(400, "InvalidParameter", f"The audio sample rate must be >= 24000 Hz, got {rate}.")
+    if channels != 1:
+        raise _ApiError(400, "InvalidParameter", f"The audio must be mono, got {channels} channels.")
+    if not ENROLLMENT_MIN_S <= duration <= ENROLLMENT_MAX_S:
+        raise _ApiError(400, "InvalidParameter", f"The audio must last 3-60 s, got {duration:.2f} s.")
+    return rate, duration
 
 
 def _check_kind(kind: str) -> None:
