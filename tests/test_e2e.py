@@ -366,3 +366,25 @@ def test_separation_route(job, tmp_path: Path) -> None:
     assert result.video is not None and result.video.is_file()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["job"]["separator"] == "htdemucs"
+
+
+def test_mp4_delivery(job, tmp_path: Path, sample_video: Path) -> None:
+    from flows.dub import dub
+
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "container": "mp4", "audio_codec": "opus"}
+    )
+    result = dub(config)
+    assert result.video is not None and result.video.suffix == ".mp4"
+    streams = ffprobe_streams(result.video)
+    audio = [s for s in streams if s["codec_type"] == "audio"]
+    subs = [s for s in streams if s["codec_type"] == "subtitle"]
+    assert [s["codec_name"] for s in audio] == ["aac", "opus", "opus", "opus"]
+    assert [s.get("tags", {}).get("language") for s in audio] == ["eng", "jpn", "eng", "kor"]
+    assert [s["disposition"]["default"] for s in audio] == [0, 1, 0, 0]
+    assert [s["codec_name"] for s in subs] == ["mov_text"] * 3
+    assert [s.get("tags", {}).get("language") for s in subs] == ["jpn", "eng", "kor"]
+    assert video_packet_hashes(result.video) == video_packet_hashes(sample_video)
+    duration = float(ffprobe_format(sample_video)["duration"])
+    for i in range(4):
+        assert abs(decode_audio_stream(result.video, i, RATE).size / RATE - duration) <= 0.1
