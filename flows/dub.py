@@ -147,6 +147,7 @@ def dub(config: DubConfig) -> DubResult:
                 fitted[code][0],
                 fitted[code][1],
                 stems.background,
+                stems.key,
                 rate,
                 channels,
                 info.duration,
@@ -162,8 +163,14 @@ def dub(config: DubConfig) -> DubResult:
         tracks = [assembling[code].result() for code in langs]
     with clock.stage("remux"):
         dub_tracks = [DubTrack(get_language(t.language), Path(t.audio_file), Path(t.srt)) for t in tracks]
-        voice_note = f" Voice: {config.voice} ({config.tts_model})." if config.tts == "api" else ""
-        final = remux_task(info, dub_tracks, job.final, DISCLOSURE + voice_note)
+        engine = (
+            config.tts_model
+            if config.tts == "api"
+            else f"qwen-tts {config.tts_local_model or config.tts_size}"
+        )
+        voice = config.voice if not config.voice_design else "designed voice"
+        voice_note = f" Voice: {voice} ({engine})."
+        final = remux_task(info, video_digest, dub_tracks, job.final, DISCLOSURE + voice_note)
 
     report = build_report(
         job={
@@ -171,7 +178,9 @@ def dub(config: DubConfig) -> DubResult:
             "sha256": video_digest,
             "languages": langs,
             "tts": config.tts,
-            "tts_model": config.tts_model,
+            "tts_model": config.tts_model
+            if config.tts == "api"
+            else config.tts_local_model or config.tts_size,
             "voice": config.voice,
             "translator": config.translator,
             "mt_model": config.mt_model,

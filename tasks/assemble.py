@@ -11,6 +11,7 @@ import soundfile as sf
 from prefect import task
 
 from models.languages import get_language
+from tasks.files import content_key, invalidate, is_fresh, mark_fresh, read_json, write_json_atomic
 from tasks.fit import fit_clip_to_slot, place_clips
 from tasks.media import STAGE, encode_audio
 from tasks.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
@@ -96,6 +97,7 @@ def assemble(
     lines: list[TranslatedLine],
     clips: list[ClipRecord],
     background_wav: Path | None,
+    background_key: str,
     rate: int,
     channels: int,
     duration: float,
@@ -107,6 +109,17 @@ def assemble(
     vtt_path: Path,
 ) -> TrackResult:
     language = get_language(lang_code)
+    # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
+    key = content_key(
+        "assemble-v1", [asdict(ln) for ln in lines], [c.key or c.path for c in clips], background_key,
+        rate, channels, duration, round(target_lufs, 3), max_speedup, audio_codec,
+    )  # fmt: skip
+    record = audio_out.with_name(audio_out.name + ".json")
+    if is_fresh(audio_out, key) and record.is_file() and srt_path.is_file() and vtt_path.is_file():
+        cached = read_json(record)
+        stage_logger().info("assembled lang=%s cached=true", lang_code)
+        return TrackResult(**{**cached, "timings": [LineTiming(**t) for t in cached["timings"]]})
+    invalidate(audio_out)
     total = int(round(duration * rate))
     background = None
     if background_wav is not None:
@@ -130,6 +143,8 @@ def assemble(
         dialogue_gain_db=round(mix.gain_db, 2),
         timings=timings,
     )
+    write_json_atomic(record, asdict(result))
+    mark_fresh(audio_out, key)
     stretched = sum(1 for t in timings if t.speed > 1.0)
     truncated = sum(1 for t in timings if t.truncated_s > 0)
     stage_logger().info(

@@ -2,7 +2,8 @@
 
 Every stage output is written to a temporary name in the same directory and renamed into place, so a
 killed run leaves either the old file, the new file, or a stray `.tmp-*` file that nothing trusts.
-A stage output is "fresh" when a `<output>.key` sidecar holds the key of the inputs that produced it.
+A stage output is "fresh" when its sidecar `.keys/<output name>.key` holds the key of the inputs that
+produced it.
 """
 
 from __future__ import annotations
@@ -69,12 +70,19 @@ def content_key(*parts: Any) -> str:
 
 
 def _key_path(output: Path) -> Path:
-    return output.with_name(output.name + ".key")
+    # kept out of sight in a hidden folder beside the output, so job folders show only real results
+    return output.parent / ".keys" / (output.name + ".key")
 
 
 def is_fresh(output: Path, key: str) -> bool:
     kp = _key_path(output)
     return output.is_file() and kp.is_file() and kp.read_text().strip() == key
+
+
+def current_key(output: Path) -> str | None:
+    """The key an output was last marked with (None when it never was or is gone)."""
+    kp = _key_path(output)
+    return kp.read_text().strip() if output.is_file() and kp.is_file() else None
 
 
 def mark_fresh(output: Path, key: str) -> None:

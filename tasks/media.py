@@ -19,7 +19,15 @@ from prefect.cache_policies import NO_CACHE
 
 from models.errors import InputError, MissingToolError, UpstreamError
 from models.languages import Language
-from tasks.files import atomic_path, content_key, is_fresh, mark_fresh, sha256_file
+from tasks.files import (
+    atomic_path,
+    content_key,
+    current_key,
+    invalidate,
+    is_fresh,
+    mark_fresh,
+    sha256_file,
+)
 from tasks.progress import stage_logger
 
 
@@ -291,7 +299,18 @@ def extract(info: MediaInfo, video_digest: str, out_wav: Path, analysis_wav: Pat
 
 
 @task(name="remux", **STAGE)
-def remux_task(info: MediaInfo, tracks: list[DubTrack], out_file: Path, disclosure: str) -> Path:
+def remux_task(
+    info: MediaInfo, video_digest: str, tracks: list[DubTrack], out_file: Path, disclosure: str
+) -> Path:
+    key = content_key(
+        "remux-v1", video_digest, disclosure, out_file.suffix,
+        [(t.language.code, current_key(t.audio_file), sha256_file(t.subtitles_srt)) for t in tracks],
+    )  # fmt: skip
+    if is_fresh(out_file, key):
+        stage_logger().info("output unchanged output=%s", out_file.name)
+        return out_file
+    invalidate(out_file)
     remux(info, tracks, out_file, disclosure=disclosure)
+    mark_fresh(out_file, key)
     stage_logger().info("wrote output=%s tracks=%d", out_file.name, len(tracks))
     return out_file

@@ -39,6 +39,7 @@ class ClipRecord:
     billed_characters: int
     attempts: int
     cached: bool
+    key: str = ""  # the clip cache key: what the clip's audio is a function of
 
 
 class ClipCache:
@@ -215,6 +216,7 @@ def synthesize_lines(
             billed_characters=int(meta.get("billed_characters", 0)),
             attempts=0 if cached else int(meta.get("attempts", 1)),
             cached=cached,
+            key=key,
         )
 
     records = map_lines(list(zip(lines, keys, strict=True)), one, workers, on_done=progress.advance)

@@ -1,0 +1,623 @@
+"""Consent for voice cloning: a ledger of who agreed that their voice may be cloned, for which languages and
+uses, until when and on which signed document; and an append-only audit log of every clone and every use.
+
+Cloning someone's voice is only done for a speaker with a valid record here (check_consent); nothing else
+in the project creates a cloned voice without the ConsentGrant that check returns.
+
+Ledger layout (a folder the user keeps and backs up; nothing in it is a secret):
+
+    <ledger>/<speaker_id>.json   one record per speaker, JSON validated by ConsentRecord, written atomically
+    <ledger>/audit.log           JSON lines, append-only: O_APPEND, one write per entry, flock'd, fsync'd
+    <ledger>/...                 signed documents may live here too and are then referenced relatively
+
+The audit log never holds script text: its entries are built from an allow-list of fields (AUDIT_FIELDS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from models.errors import DubError
+from models.languages import LANGUAGES, Language
+from tasks.files import sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+RECORD_FORMAT = 1
+SPEAKER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+AUDIT_FILE = "audit.log"
+AUDIT_EVENTS = frozenset(
+    {
+        "consent_granted",  # a record was added
+        "consent_replaced",  # a record was superseded by a new one (add --replace)
+        "consent_revoked",
+        "clone_created",  # a voice was enrolled (api) or a clone prompt computed (local)
+        "clone_synthesis",  # a job used a cloned voice for one language
+        "voice_deleted",  # an enrolled voice or a clone prompt was deleted
+    }
+)
+# Everything an audit entry may hold. No field carries text of the video (lines, transcript, reference text).
+AUDIT_FIELDS = frozenset(
+    {
+        "event", "time", "actor", "route", "speaker_id", "consent_record_hash", "reference_sha256",
+        "voice_id", "prompt_id", "target_model", "model", "region", "job_id", "language", "languages",
+        "line_count", "use", "document_status", "reason", "expires_at", "revoked_at", "status", "detail",
+        "reference_source",
+    }
+)  # fmt: skip
+AUDIT_MAX_STRING = 300
+
+
+class ConsentError(DubError):
+    """Cloning is refused: no consent, or consent that does not cover this job. One line, exit code 2."""
+
+    exit_code = 2
+
+
+# -- the record ----------------------------------------------------------------------------------------
+
+
+def normalize_use(use: str) -> str:
+    """How uses are compared: case-insensitive, whitespace collapsed."""
+    return " ".join(use.split()).casefold()
+
+
+class ConsentRecord(BaseModel):
+    """One speaker's consent, as stored in <ledger>/<speaker_id>.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = RECORD_FORMAT
+    speaker_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    speaker_name: str = Field(min_length=1, max_length=200)
+    granted_by: str = Field(min_length=1, max_length=200)
+    granted_at: AwareDatetime
+    document: str = Field(min_length=1, max_length=4096)
+    document_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    permitted_languages: list[str] = Field(min_length=1)
+    permitted_uses: list[str] = Field(min_length=1)
+    expires_at: AwareDatetime | None = None
+    revoked: bool = False
+    revoked_at: AwareDatetime | None = None
+    revoked_reason: str | None = Field(default=None, max_length=AUDIT_MAX_STRING)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: int) -> int:
+        if value != RECORD_FORMAT:
+            raise ValueError(f"unsupported record format {value} (this version reads {RECORD_FORMAT})")
+        return value
+
+    @field_validator("speaker_name", "granted_by", "document")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("permitted_languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        codes: list[str] = []
+        for item in value:
+            code = item.strip().lower()
+            if code not in LANGUAGES:
+                raise ValueError(f"unknown language {item!r}; use ISO 639-1 codes from {' '.join(LANGUAGES)}")
+            if code not in codes:
+                codes.append(code)
+        return codes
+
+    @field_validator("permitted_uses")
+    @classmethod
+    def _clean_uses(cls, value: list[str]) -> list[str]:
+        uses: list[str] = []
+        for item in value:
+            use = " ".join(item.split())
+            if not use:
+                raise ValueError("a permitted use must not be blank")
+            if len(use) > AUDIT_MAX_STRING:
+                raise ValueError(f"a permitted use must be at most {AUDIT_MAX_STRING} characters")
+            if normalize_use(use) not in {normalize_use(u) for u in uses}:
+                uses.append(use)
+        return uses
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConsentRecord:
+        if self.expires_at is not None and self.expires_at <= self.granted_at:
+            raise ValueError("expires_at must be after granted_at")
+        if self.revoked and self.revoked_at is None:
+            raise ValueError("a revoked record needs revoked_at")
+        if not self.revoked and (self.revoked_at is not None or self.revoked_reason):
+            raise ValueError("revoked_at/revoked_reason are set but revoked is false")
+        return self
+
+    def canonical_json(self) -> bytes:
+        """The record's canonical form: sorted keys, no spaces, UTF-8 (what record_hash hashes)."""
+        data = self.model_dump(mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def record_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def status(self, now: datetime) -> str:
+        """ "revoked", "expired", "pending" (granted_at in the future) or "active"."""
+        if self.revoked:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        if now < self.granted_at:
+            return "pending"
+        return "active"
+
+
+@dataclass(frozen=True)
+class ConsentGrant:
+    """What check_consent returns: the record that allows this job, its canonical hash (quoted in every
+    audit entry and in the job's report), and what was checked."""
+
+    ledger: Path
+    record: ConsentRecord
+    record_hash: str
+    languages: tuple[str, ...]  # the languages asked for (ISO 639-1), all permitted
+    use: str  # the use asked for, as the record words it
+    document_path: Path
+    document_present: bool  # False: the signed document is not at its path (allowed, noted in the audit)
+    checked_at: datetime
+
+    @property
+    def speaker_id(self) -> str:
+        return self.record.speaker_id
+
+    @property
+    def document_status(self) -> str:
+        return "verified" if self.document_present else "missing"
+
+
+# -- time ------------------------------------------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_when(value: str) -> datetime:
+    """An ISO 8601 date or date-time from a user; a date means its midnight UTC, a time without an offset
+    means UTC. ValueError on anything else."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty date")
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0, 0), tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 date or date-time (e.g. 2026-03-31)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _as_aware(now: datetime | None) -> datetime:
+    if now is None:
+        return utc_now()
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- the ledger ------------------------------------------------------------------------------------------
+
+
+def check_speaker_id(speaker_id: str) -> str:
+    if not isinstance(speaker_id, str) or not SPEAKER_ID_RE.fullmatch(speaker_id):
+        raise ConsentError(f"invalid speaker id {speaker_id!r}: use 1-64 characters of A-Z a-z 0-9 _ -")
+    return speaker_id
+
+
+def record_path(ledger: Path, speaker_id: str) -> Path:
+    return Path(ledger) / f"{check_speaker_id(speaker_id)}.json"
+
+
+def _check_ledger(ledger: Path) -> Path:
+    ledger = Path(ledger).expanduser()
+    if not ledger.is_dir():
+        raise ConsentError(f"consent ledger folder {str(ledger)!r} does not exist")
+    return ledger
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "record"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {msg}"
+
+
+def load_record(ledger: Path, speaker_id: str) -> ConsentRecord:
+    """The speaker's record; ConsentError when there is none or it does not validate."""
+    ledger = _check_ledger(ledger)
+    path = record_path(ledger, speaker_id)
+    if not path.is_file():
+        raise ConsentError(
+            f"no consent record for speaker {speaker_id!r} in {ledger} "
+            f"(add one with: python -m flows.consent add {speaker_id} --ledger {ledger} ...)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConsentError(
+            f"consent record {path.name} is malformed (not readable JSON: {exc.__class__.__name__})"
+        ) from None
+    try:
+        record = ConsentRecord.model_validate(data)
+    except ValidationError as exc:
+        raise ConsentError(f"consent record {path.name} is malformed ({_first_error(exc)})") from None
+    if record.speaker_id != speaker_id:
+        raise ConsentError(
+            f"consent record {path.name} is malformed (it is for speaker {record.speaker_id!r})"
+        )
+    return record
+
+
+def save_record(ledger: Path, record: ConsentRecord) -> Path:
+    path = record_path(ledger, record.speaker_id)
+    write_json_atomic(path, record.model_dump(mode="json"))
+    return path
+
+
+def list_records(ledger: Path) -> list[tuple[str, ConsentRecord | None, str]]:
+    """(speaker id, record or None when malformed, problem) for every <speaker>.json in the ledger."""
+    ledger = _check_ledger(ledger)
+    rows: list[tuple[str, ConsentRecord | None, str]] = []
+    for path in sorted(ledger.glob("*.json")):
+        speaker_id = path.stem
+        if not SPEAKER_ID_RE.fullmatch(speaker_id):
+            continue
+        try:
+            rows.append((speaker_id, load_record(ledger, speaker_id), ""))
+        except ConsentError as exc:
+            rows.append((speaker_id, None, str(exc)))
+    return rows
+
+
+def document_path(ledger: Path, record: ConsentRecord) -> Path:
+    path = Path(record.document).expanduser()
+    return path if path.is_absolute() else Path(ledger) / path
+
+
+def document_state(ledger: Path, record: ConsentRecord) -> str:
+    """ "verified" (present, hash matches), "mismatch" (present, differs) or "missing"."""
+    path = document_path(ledger, record)
+    if not path.exists():
+        return "missing"
+    if not path.is_file():
+        return "mismatch"
+    return "verified" if sha256_file(path) == record.document_sha256 else "mismatch"
+
+
+def _language_codes(languages: Iterable[str | Language]) -> tuple[str, ...]:
+    codes: list[str] = []
+    for item in languages:
+        code = item.code if isinstance(item, Language) else str(item).strip().lower()
+        if code not in LANGUAGES:
+            raise ConsentError(f"unknown language {str(item)!r} asked for a cloned voice")
+        if code not in codes:
+            codes.append(code)
+    if not codes:
+        raise ConsentError("no target language given for the cloned voice")
+    return tuple(codes)
+
+
+def _language_list(codes: Iterable[str]) -> str:
+    return ", ".join(f"{LANGUAGES[c].name} ({c})" for c in codes)
+
+
+def check_consent(
+    ledger: Path,
+    speaker_id: str,
+    languages: Iterable[str | Language],
+    use: str,
+    now: datetime | None = None,
+) -> ConsentGrant:
+    """The speaker's consent for these languages and this use at `now`, or ConsentError with the reason:
+    no record, malformed record, revoked, not yet in force, expired, language(s) not covered, use not
+    covered, signed document changed. A signed document that is absent is allowed (the grant says so and
+    the audit entries note it); one that is present must match the recorded hash."""
+    moment = _as_aware(now)
+    ledger = _check_ledger(ledger)
+    check_speaker_id(speaker_id)
+    codes = _language_codes(languages)
+    wanted_use = normalize_use(use or "")
+    if not wanted_use:
+        raise ConsentError("no use given for the cloned voice (say what it is for, e.g. --clone-use ...)")
+    record = load_record(ledger, speaker_id)
+    who = f"speaker {speaker_id!r}"
+    if record.revoked:
+        assert record.revoked_at is not None
+        reason = f" ({record.revoked_reason})" if record.revoked_reason else ""
+        raise ConsentError(f"consent of {who} was revoked on {_day(record.revoked_at)}{reason}")
+    if record.expires_at is not None and moment >= record.expires_at:
+        raise ConsentError(f"consent of {who} expired on {_day(record.expires_at)}")
+    if moment < record.granted_at:
+        raise ConsentError(f"consent of {who} is not in force before {_day(record.granted_at)}")
+    missing = [c for c in codes if c not in record.permitted_languages]
+    if missing:
+        raise ConsentError(
+            f"consent of {who} does not cover {_language_list(missing)} "
+            f"(it covers {', '.join(record.permitted_languages)})"
+        )
+    matches = [u for u in record.permitted_uses if normalize_use(u) == wanted_use]
+    if not matches:
+        permitted = "; ".join(repr(u) for u in record.permitted_uses)
+        raise ConsentError(
+            f"consent of {who} does not cover the use {' '.join(use.split())!r} (it covers {permitted})"
+        )
+    path = document_path(ledger, record)
+    state = document_state(ledger, record)
+    if state == "mismatch":
+        raise ConsentError(
+            f"the signed consent document of {who} ({path.name}) does not match the recorded sha256 "
+            "(changed or replaced?); re-add the record with the signed document"
+        )
+    if state == "missing":
+        log.warning(
+            "the signed consent document of %s is not at %s (allowed; noted in the audit log)", who, path
+        )
+    return ConsentGrant(
+        ledger=ledger,
+        record=record,
+        record_hash=record.record_hash(),
+        languages=codes,
+        use=matches[0],
+        document_path=path,
+        document_present=state == "verified",
+        checked_at=moment,
+    )
+
+
+def add_record(
+    ledger: Path,
+    *,
+    speaker_id: str,
+    speaker_name: str,
+    granted_by: str,
+    document: Path,
+    permitted_languages: Iterable[str],
+    permitted_uses: Iterable[str],
+    granted_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    replace: bool = False,
+) -> ConsentRecord:
+    """Write a new record (hashing the signed document now) and audit it. The document is stored relative
+    to the ledger when it lies inside it, else as an absolute path. An existing record is only replaced
+    with replace=True."""
+    check_speaker_id(speaker_id)
+    doc = Path(document).expanduser()
+    if not doc.is_file():
+        raise ConsentError(f"signed consent document {str(doc)!r} does not exist")
+    doc = doc.resolve()
+    ledger = Path(ledger).expanduser()
+    ledger.mkdir(parents=True, exist_ok=True)
+    try:
+        stored = doc.relative_to(ledger.resolve()).as_posix()
+    except ValueError:
+        stored = str(doc)
+    path = record_path(ledger, speaker_id)
+    existed = path.exists()
+    if existed and not replace:
+        raise ConsentError(
+            f"a consent record for speaker {speaker_id!r} already exists; use --replace to supersede it"
+        )
+    try:
+        record = ConsentRecord(
+            speaker_id=speaker_id,
+            speaker_name=speaker_name,
+            granted_by=granted_by,
+            granted_at=_as_aware(granted_at),
+            document=stored,
+            document_sha256=sha256_file(doc),
+            permitted_languages=list(permitted_languages),
+            permitted_uses=list(permitted_uses),
+            expires_at=expires_at,
+        )
+    except ValidationError as exc:
+        raise ConsentError(f"invalid consent record ({_first_error(exc)})") from None
+    save_record(ledger, record)
+    append_audit(
+        ledger,
+        {
+            "event": "consent_replaced" if existed else "consent_granted",
+            "speaker_id": speaker_id,
+            "consent_record_hash": record.record_hash(),
+            "languages": record.permitted_languages,
+            "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        },
+    )
+    return record
+
+
+def revoke_record(
+    ledger: Path, speaker_id: str, reason: str | None = None, now: datetime | None = None
+) -> tuple[ConsentRecord, bool]:
+    """Mark the record revoked (atomically) and audit it; returns (record, newly_revoked). Revoking an
+    already revoked record changes nothing (its first revocation stands)."""
+    ledger = _check_ledger(ledger)
+    record = load_record(ledger, speaker_id)
+    if record.revoked:
+        return record, False
+    moment = _as_aware(now)
+    reason = " ".join((reason or "").split())[:AUDIT_MAX_STRING] or None
+    revoked = record.model_copy(update={"revoked": True, "revoked_at": moment, "revoked_reason": reason})
+    revoked = ConsentRecord.model_validate(revoked.model_dump())  # re-validate the updated record
+    save_record(ledger, revoked)
+    append_audit(
+        ledger,
+        {
+            "event": "consent_revoked",
+            "speaker_id": speaker_id,
+            "consent_record_hash": revoked.record_hash(),
+            "revoked_at": moment.isoformat(),
+            "reason": reason,
+        },
+    )
+    return revoked, True
+
+
+# -- audit log -------------------------------------------------------------------------------------------
+
+
+def audit_path(ledger: Path) -> Path:
+    return Path(ledger) / AUDIT_FILE
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _check_value(key: str, value: Any) -> None:
+    scalars = (str, int, float, bool, type(None))
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if not isinstance(item, scalars):
+            raise ValueError(f"audit field {key!r} must hold plain values, not {type(item).__name__}")
+        if isinstance(item, str) and len(item) > AUDIT_MAX_STRING:
+            raise ValueError(f"audit field {key!r} is too long for an audit entry")
+
+
+def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
+    """Append one entry to <ledger>/audit.log and return it (with its time and actor added).
+
+    The file is opened with O_APPEND, the entry is one JSON line written with one write() under an
+    exclusive flock, then fsync'd: concurrent writers (threads or processes) never interleave, and an entry
+    that was returned is on disk. Unknown events and fields outside AUDIT_FIELDS are refused (ValueError):
+    script text has no field to go in."""
+    name = event.get("event")
+    if name not in AUDIT_EVENTS:
+        raise ValueError(f"unknown audit event {name!r}")
+    unknown = set(event) - AUDIT_FIELDS
+    if unknown:
+        raise ValueError(f"audit fields not allowed: {', '.join(sorted(unknown))}")
+    entry: dict[str, Any] = {"time": utc_now().isoformat(), "actor": _actor(), **event}
+    for key, value in entry.items():
+        _check_value(key, value)
+    line = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+    path = audit_path(ledger)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a crash left a partial last line: keep ours on its own line
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    if created:
+        with contextlib.suppress(OSError):  # make the new directory entry durable too
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    return entry
+
+
+def _audit_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        try:
+            data = handle.read()
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.strip():
+            yield number, raw.decode("utf-8", errors="replace")
+
+
+def read_audit(ledger: Path) -> list[dict[str, Any]]:
+    """Every entry of <ledger>/audit.log, oldest first ([] when there is none). A line that is not a JSON
+    object (a write cut by a crash) is skipped with a warning."""
+    path = audit_path(ledger)
+    if not path.is_file():
+        return []
+    entries: list[dict[str, Any]] = []
+    for number, text in _audit_lines(path):
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("audit.log line %d is not a JSON object; skipped", number)
+            continue
+        entries.append(entry)
+    return entries
+
+
+def ensure_still_valid(grant: ConsentGrant, now: datetime | None = None) -> None:
+    """ConsentError when the grant no longer holds: its record was revoked or changed since the check (the
+    ledger is read again), or it expired meanwhile. Cheap; called right before a clone is made or used."""
+    current = load_record(grant.ledger, grant.speaker_id)
+    who = f"speaker {grant.speaker_id!r}"
+    if current.revoked:
+        raise ConsentError(f"consent of {who} was revoked on {_day(current.revoked_at or utc_now())}")
+    if current.record_hash() != grant.record_hash:
+        raise ConsentError(f"the consent record of {who} changed since it was checked; check it again")
+    expires = current.expires_at
+    if expires is not None and _as_aware(now) >= expires:
+        raise ConsentError(f"consent of {who} expired on {_day(expires)}")
+
+
+def audit_clone_synthesis(
+    grant: ConsentGrant, *, job_id: str, language: str, line_count: int, route: str
+) -> dict[str, Any]:
+    """The "clone_synthesis" entry for one job and language: append it BEFORE synthesising (if it cannot be
+    written, or consent no longer holds, ConsentError/OSError: do not synthesise)."""
+    if language not in grant.languages:
+        raise ConsentError(f"language {language!r} was not part of the consent check for this job")
+    ensure_still_valid(grant)
+    return append_audit(
+        grant.ledger,
+        {
+            "event": "clone_synthesis",
+            "job_id": job_id,
+            "speaker_id": grant.speaker_id,
+            "consent_record_hash": grant.record_hash,
+            "language": language,
+            "line_count": int(line_count),
+            "route": route,
+            "use": grant.use,
+            "document_status": grant.document_status,
+        },
+    )
