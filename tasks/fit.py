@@ -14,6 +14,7 @@ import numpy as np
 TRIM_THRESHOLD_DBFS = -45.0  # below this a clip's edge is silence (TTS edge padding measures < -60)
 EDGE_FADE_S = 0.005  # 5 ms raised-cosine fades: removes clicks at cut points, inaudible on speech
 OVERFLOW_FADE_S = 0.12  # last-resort fade-out when a clip still overruns its slot at the cap
+STRETCH_BLOCK = 1 << 18  # samples per Rubber Band call (~11 s at 24 kHz)
 DEFAULT_MAX_SPEEDUP = 1.25  # beyond this, speech sounds hurried (quality.md: speed factor <= 1.25)
 
 
@@ -68,12 +69,21 @@ def time_stretch(audio: np.ndarray, rate: int, speed: float) -> np.ndarray:
         options=Option.PROCESS_OFFLINE | Option.ENGINE_FINER,
         initial_time_ratio=1.0 / speed,
     )
-    block = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
-    stretcher.set_max_process_size(block.shape[1])
-    stretcher.set_expected_input_duration(block.shape[1])
-    stretcher.study(block, final=True)
-    stretcher.process(block, final=True)
-    return np.asarray(stretcher.retrieve_available()[0], dtype=np.float32)
+    samples = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
+    n = samples.shape[1]
+    # the library takes at most get_process_size_limit() samples per call (524288: 21.8 s at 24 kHz)
+    step = min(n, STRETCH_BLOCK, stretcher.get_process_size_limit())
+    stretcher.set_max_process_size(step)
+    stretcher.set_expected_input_duration(n)
+    for start in range(0, n, step):
+        stretcher.study(samples[:, start : start + step], final=start + step >= n)
+    out: list[np.ndarray] = []
+    for start in range(0, n, step):
+        stretcher.process(samples[:, start : start + step], final=start + step >= n)
+        out.append(stretcher.retrieve_available()[0])
+    while stretcher.available() > 0:
+        out.append(stretcher.retrieve_available()[0])
+    return np.concatenate(out).astype(np.float32)
 
 
 def fit_clip_to_slot(

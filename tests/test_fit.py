@@ -253,3 +253,16 @@ def test_place_clips_clips_past_the_end_and_sums_overlaps() -> None:
     np.testing.assert_array_equal(track[at + 1000 : at + 1500], 0.5)
     np.testing.assert_array_equal(track[total - 100 :], np.float32(0.1))
     assert not np.any(track[at + 1500 : total - 100])
+
+
+def test_long_clip_is_stretched_in_blocks_to_the_exact_length() -> None:
+    """Rubber Band takes at most 524288 samples per call (21.8 s at 24 kHz); a 30 s line must work."""
+    from tasks.fit import time_stretch
+
+    rate = 24000
+    t = np.arange(30 * rate) / rate
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    out = time_stretch(clip, rate, 1.25)
+    assert out.size == int(clip.size / 1.25)
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(out.size)))
+    assert abs(np.argmax(spectrum) * rate / out.size - 220.0) < 2.2
