@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import InputError, MissingToolError
-from tasks.files import atomic_path, write_json_atomic
+from tasks.files import atomic_path, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,16 @@ def _db(power: np.ndarray | float) -> np.ndarray:
 
 
 def frame_power(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Mean power of 20 ms frames every 10 ms (frame k starts at k * 10 ms)."""
-    frame, hop = max(1, round(FRAME_S * rate)), max(1, round(HOP_S * rate))
-    if audio.size < frame:
-        return np.array([float(np.mean(audio.astype(np.float64) ** 2))]) if audio.size else np.zeros(0)
-    cumulative = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    starts = np.arange(0, audio.size - frame + 1, hop)
-    return (cumulative[starts + frame] - cumulative[starts]) / frame
+    """Mean power of 20 ms frames every 10 ms (frame k starts at k * 10 ms): the mean of two consecutive
+    10 ms blocks, so a long recording costs one pass and no float64 copy of it."""
+    hop = max(1, round(HOP_S * rate))
+    blocks = audio.size // hop
+    if blocks < 2:
+        return np.array([float(np.mean(np.square(audio, dtype=np.float64)))]) if audio.size else np.zeros(0)
+    block_power = np.asarray(
+        np.mean(np.square(audio[: blocks * hop].reshape(blocks, hop)), axis=1, dtype=np.float64)
+    )
+    return np.asarray((block_power[:-1] + block_power[1:]) / 2.0)
 
 
 def clipped_ratio(audio: np.ndarray) -> float:
@@ -236,11 +239,38 @@ def write_reference(audio: np.ndarray, rate: int, out_wav: Path) -> Path:
     return out_wav
 
 
-def prepare_reference(src: str | Path, out_wav: Path) -> tuple[Path, ReferenceCheck]:
-    """A user's reference (--clone-ref): validated, then written as a 24 kHz mono WAV at out_wav."""
+def transcript_path(wav: Path) -> Path:
+    """Where the reference's transcript is kept beside it (<wav>.txt; work files may hold script text)."""
+    return wav.with_name(wav.name + ".txt")
+
+
+def load_reference(wav: Path) -> tuple[Path, str | None]:
+    """(wav, transcript or None) as select_reference / prepare_reference left them: what each per-language
+    synthesis task reads to build the cloned voice."""
+    wav = Path(wav)
+    if not wav.is_file():
+        raise InputError(f"voice reference {wav.name} is missing (select or prepare it first)")
+    text_file = transcript_path(wav)
+    text = text_file.read_text(encoding="utf-8").strip() if text_file.is_file() else ""
+    return wav, text or None
+
+
+def _keep_transcript(wav: Path, text: str | None) -> None:
+    cleaned = " ".join((text or "").split())
+    if cleaned:
+        write_bytes_atomic(transcript_path(wav), (cleaned + "\n").encode("utf-8"))
+    else:
+        transcript_path(wav).unlink(missing_ok=True)
+
+
+def prepare_reference(src: str | Path, out_wav: Path, text: str | None = None) -> tuple[Path, ReferenceCheck]:
+    """A user's reference (--clone-ref, --clone-ref-text): validated, then written as a 24 kHz mono WAV at
+    out_wav, with its transcript (if any) beside it."""
     check = validate_reference(src)
     audio, rate, _ = _decode(check.path)
-    return write_reference(audio, rate, out_wav), check
+    write_reference(audio, rate, out_wav)
+    _keep_transcript(out_wav, text)
+    return out_wav, check
 
 
 # -- selection -------------------------------------------------------------------------------------------
@@ -248,8 +278,10 @@ def prepare_reference(src: str | Path, out_wav: Path) -> tuple[Path, ReferenceCh
 
 def _candidates(
     lines: Sequence[TimedLine], min_s: float, max_s: float, max_gap_s: float
-) -> list[list[TimedLine]]:
-    groups: list[list[TimedLine]] = []
+) -> list[tuple[int, list[TimedLine]]]:
+    """(position of the first line, lines) of every run of consecutive lines, each less than max_gap_s
+    after the previous one, spanning min_s..max_s."""
+    groups: list[tuple[int, list[TimedLine]]] = []
     for i in range(len(lines)):
         group = [lines[i]]
         for j in range(i, len(lines)):
@@ -261,7 +293,7 @@ def _candidates(
             if span > max_s:
                 break
             if span >= min_s:
-                groups.append(group)
+                groups.append((i, group))
     return groups
 
 
@@ -288,9 +320,8 @@ def find_reference_window(
 
     best: ReferenceWindow | None = None
     rejected: dict[str, int] = {"clipped": 0, "not clean": 0}
-    for group in _candidates(ordered, min_s, max_s, max_gap_s):
+    for position, group in _candidates(ordered, min_s, max_s, max_gap_s):
         first, last = group[0], group[-1]
-        position = ordered.index(first)
         previous_end = ordered[position - 1].end if position > 0 else 0.0
         following = ordered[position + len(group)] if position + len(group) < len(ordered) else None
         next_start = following.start if following is not None else total_s
@@ -356,8 +387,9 @@ def select_reference(
 ) -> tuple[Path, str]:
     """Pick the reference from the job's (separated) vocals and write it; returns (wav, transcript).
 
-    The WAV (default: clone_reference.wav beside the vocals) is 24 kHz mono 16-bit; a sidecar
-    <wav>.window.json records where it came from (times, line indices, SNR, voiced ratio), not its text."""
+    The WAV (default: clone_reference.wav beside the vocals) is 24 kHz mono 16-bit; <wav>.txt keeps the
+    transcript (load_reference reads both) and <wav>.window.json where it came from (times, line indices,
+    SNR, voiced ratio; no text)."""
     vocals_wav = Path(vocals_wav)
     try:
         audio, rate = sf.read(str(vocals_wav), dtype="float32", always_2d=True)
@@ -367,6 +399,7 @@ def select_reference(
     window = find_reference_window(mono, int(rate), lines, min_s, max_s, max_gap_s)
     out = out_wav if out_wav is not None else vocals_wav.with_name("clone_reference.wav")
     write_reference(mono[int(window.start * rate) : int(window.end * rate)], int(rate), out)
+    _keep_transcript(out, window.transcript)
     meta = {k: v for k, v in asdict(window).items() if k != "transcript"}
     write_json_atomic(out.with_name(out.name + ".window.json"), {"source": vocals_wav.name, **meta})
     log.info(

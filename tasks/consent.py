@@ -346,7 +346,7 @@ def check_consent(
     covered, signed document changed. A signed document that is absent is allowed (the grant says so and
     the audit entries note it); one that is present must match the recorded hash."""
     moment = _as_aware(now)
-    ledger = _check_ledger(ledger)
+    ledger = _check_ledger(ledger).resolve()
     check_speaker_id(speaker_id)
     codes = _language_codes(languages)
     wanted_use = normalize_use(use or "")

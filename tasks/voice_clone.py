@@ -37,12 +37,13 @@ from models.dashscope_voice_clone import (
 from models.errors import ConfigError, DubError, InputError, UpstreamError
 from models.qwen_local_tts import QwenLocalTTS
 from models.retry import RetryPolicy
-from tasks.clone_reference import validate_reference
+from tasks.clone_reference import load_reference, validate_reference
 from tasks.consent import (
     ConsentError,
     ConsentGrant,
     ConsentRecord,
     append_audit,
+    check_consent,
     check_speaker_id,
     ensure_still_valid,
     revoke_record,
@@ -277,6 +278,31 @@ def clone_synthesizer(
             retry=retry, create=create, require_key=require_key,
         )  # fmt: skip
     raise ConfigError(f"unknown TTS route {route!r}")
+
+
+def grant_for_config(config: Any) -> ConsentGrant:
+    """check_consent for a job config with the fields clone (speaker id), consent_dir, clone_use and langs."""
+    if not getattr(config, "consent_dir", None) or not getattr(config, "clone_use", None):
+        raise ConsentError("--clone needs --consent-dir DIR and --clone-use TEXT")
+    return check_consent(Path(config.consent_dir), config.clone, config.langs, config.clone_use)
+
+
+def synthesizer_for_config(
+    config: Any, reference_wav: Path, *, create: bool = True, require_key: bool = True
+) -> SpeechSynthesizer:
+    """The cloned voice of a job, for tasks/synthesize.make_synthesizer: consent checked again now (a
+    revocation since the job started stops it here), the reference and its transcript read back
+    (load_reference), the voice of the job's route built (created once; later calls reuse it).
+    `config` needs, besides the clone fields above: tts, cache_dir, tts_local_model, tts_size, region,
+    stream, concurrency, retry_base_delay_s (DubConfig has them) and optionally source_lang."""
+    grant = grant_for_config(config)
+    wav, text = load_reference(reference_wav)
+    return clone_synthesizer(
+        grant, config.tts, wav, text, Path(config.cache_dir), local_model=config.tts_local_model,
+        size=config.tts_size, region=config.region, reference_language=getattr(config, "source_lang", None),
+        stream=config.stream, concurrency=config.concurrency,
+        retry=RetryPolicy(base_delay_s=config.retry_base_delay_s), create=create, require_key=require_key,
+    )  # fmt: skip
 
 
 def clone_disclosure(grant: ConsentGrant, route: str) -> str:

@@ -389,3 +389,38 @@ def test_mp4_delivery(job, tmp_path: Path, sample_video: Path) -> None:
     duration = float(ffprobe_format(sample_video)["duration"])
     for i in range(4):
         assert abs(decode_audio_stream(result.video, i, RATE).size / RATE - duration) <= 0.1
+
+
+def test_over_long_lines_are_shortened_through_the_chat_model(job, tmp_path: Path) -> None:
+    """A slow voice (0.2 s per billed character, 3x the loopback default) makes most clips overrun their
+    slot beyond the 1.25x cap; those lines are rewritten shorter by the DashScope chat model and
+    re-synthesised, and the report counts what finally fitted."""
+    from flows.dub import dub
+
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    server.seconds_per_char = 0.2
+    try:
+        config = job["config"].model_copy(
+            update={"out": tmp_path / "out", "cache_dir": tmp_path / "cache", "langs": ["ja"]}
+        )
+        dub(config)
+    finally:
+        server.seconds_per_char = 0.06
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["tracks"]["ja"]
+    synthesis = report["synthesis"]
+    assert synthesis["over_cap"] > 0 and synthesis["shortened"] > 0
+    chats = server.requests_of("chat")
+    assert len(chats) == synthesis["attempts"]
+    assert chats[0].body["model"] == "qwen-flash"
+    assert chats[0].body["input"]["messages"][0]["role"] == "system"
+    lines = json.loads((tmp_path / "out" / "lines.ja.json").read_text())["lines"]
+    assert sum(1 for ln in lines if ln["shortened"]) == synthesis["shortened"]
+    # one synthesis per line, plus one per shortened candidate that made progress
+    assert (
+        report["lines"] + synthesis["shortened"]
+        <= server.count("tts")
+        <= report["lines"] + synthesis["attempts"]
+    )
+    # the lines that were shortened now fit, or are counted as still over the cap
+    assert synthesis["fitted"] + synthesis["still_over"] == synthesis["over_cap"]

@@ -17,7 +17,9 @@ import requests
 import soundfile as sf
 from dashscope.api_entities.http_request import close_shared_sync_session
 
-from tests.loopback_dashscope import MT_PATH, SAMPLE_RATE, TTS_PATH, LoopbackDashScope
+from tests.loopback_dashscope import MT_PATH, SAMPLE_RATE, TTS_PATH, VOICE_PATH, LoopbackDashScope
+
+VC_MODEL = "qwen3-tts-vc-2026-01-22"
 
 KEY = "sk-test-loopback"
 
@@ -404,3 +406,141 @@ def test_requests_are_recorded_without_the_key_and_reset_clears_them(server: Loo
     server.reset()
     assert server.count() == 0 and server.billed_characters_total == 0
     assert server.base_http_api_url == f"http://127.0.0.1:{server.port}/api/v1"
+
+
+# ---------------------------------------------------------------------------------------- voice cloning
+
+
+def wav_data_uri(seconds: float = 3.5, rate: int = 24_000, channels: int = 1) -> str:
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 180 * t)
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([mono] * channels, axis=1), rate, format="WAV", subtype="PCM_16")
+    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def enroll_call(**fields: Any) -> Any:
+    """The customization endpoint through the SDK's generic service call (as models/ uses it)."""
+    from dashscope.client.base_api import BaseApi
+
+    model = fields.pop("model", "qwen-voice-enrollment")
+    return BaseApi.call(
+        model=model, input=fields, task_group="audio", task="tts", function="customization", api_key=KEY
+    )
+
+
+def enroll(name: str = "alice", **fields: Any) -> Any:
+    fields = {"action": "create", "target_model": "qwen3-tts-vc-2026-01-22", "preferred_name": name,
+              "audio": {"data": wav_data_uri()}, **fields}  # fmt: skip
+    return enroll_call(**fields)
+
+
+def test_enrollment_creates_lists_and_deletes_voices(server: LoopbackDashScope) -> None:
+    created = enroll("alice", text="The reference words.", language="en")
+    assert created.status_code == 200 and created.usage == {"count": 1}
+    voice = created.output["voice"]
+    assert voice.startswith("qwen-tts-vc-alice-voice-") and created.output["target_model"] == VC_MODEL
+    other = enroll("bob").output["voice"]
+
+    listed = enroll_call(action="list", page_size=10, page_index=0)
+    assert [v["voice"] for v in listed.output["voice_list"]] == [voice, other]
+    assert enroll_call(action="list", page_size=1, page_index=1).output["voice_list"][0]["voice"] == other
+    assert server.enrolled_voices()[voice].text == "The reference words."
+    assert server.enrolled_voices()[voice].sample_rate == 24_000
+
+    assert enroll_call(action="delete", voice=voice).status_code == 200
+    gone = enroll_call(action="delete", voice=voice)
+    assert (gone.status_code, gone.code) == (404, "VoiceNotFound")
+    assert list(server.enrolled_voices()) == [other]
+    assert server.count("voice") == 6 and server.count("tts") == 0
+    assert {r.path for r in server.requests_of("voice")} == {VOICE_PATH}
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"model": "qwen-voice-design"}, "qwen-voice-enrollment"),
+        ({"action": "clone"}, "Unknown action"),
+        ({"target_model": "qwen3-tts-flash"}, "target_model"),
+        ({"preferred_name": "much-too-long-name"}, "preferred_name"),
+        ({"preferred_name": "seventeen_chars_x"}, "preferred_name"),
+        ({"audio": {"data": wav_data_uri(rate=16_000)}}, "24000 Hz"),
+        ({"audio": {"data": wav_data_uri(channels=2)}}, "mono"),
+        ({"audio": {"data": wav_data_uri(seconds=2.0)}}, "3-60 s"),
+        ({"audio": {"data": wav_data_uri(seconds=61.0)}}, "3-60 s"),
+        ({"audio": {"data": "data:audio/wav;base64,@@@"}}, "base64"),
+        ({"audio": {"data": "https://example.com/a.wav"}}, "data URI"),
+        ({"audio": {"data": "data:audio/wav;base64," + base64.b64encode(b"RIFFnope").decode()}}, "decoded"),
+        ({"language": "Klingon"}, "language"),
+    ],
+)
+def test_invalid_enrollments_are_400(server: LoopbackDashScope, fields: dict[str, Any], needle: str) -> None:
+    rsp = enroll(**fields)
+    assert (rsp.status_code, rsp.code) == (400, "InvalidParameter") and needle in rsp.message
+    assert server.enrolled_voices() == {} and server.count("voice") == 1
+
+
+def test_the_vc_model_speaks_enrolled_voices_only(server: LoopbackDashScope) -> None:
+    voice = enroll().output["voice"]
+    ok = tts("Hello in my own voice.", model=VC_MODEL, voice=voice, language_type="Japanese")
+    assert ok.status_code == 200 and ok.usage.characters == 22
+    pcm, sr, _ = decode_wav(requests.get(ok.output.audio.url, timeout=5).content)
+    assert sr == SAMPLE_RATE and len(pcm) / sr == pytest.approx(seconds_for(22), abs=1e-3)
+    for model, bad in [
+        (VC_MODEL, "Cherry"),
+        (VC_MODEL, "qwen-tts-vc-nobody-voice-1"),
+        ("qwen3-tts-flash", voice),
+    ]:
+        rsp = tts("Hello", model=model, voice=bad)
+        assert (rsp.status_code, rsp.code) == (400, "InvalidParameter") and bad in rsp.message
+    enroll_call(action="delete", voice=voice)
+    assert tts("Hello", model=VC_MODEL, voice=voice).status_code == 400
+    assert tts("Hi", model=VC_MODEL, voice=voice, instructions="Slowly.").status_code == 400
+
+
+# ------------------------------------------------------------------------------------------------- chat
+
+
+def chat(messages: list[Any], model: str = "qwen-plus", **kw: Any) -> Any:
+    return dashscope.Generation.call(
+        model=model, api_key=KEY, messages=messages, result_format="message", **kw
+    )
+
+
+def test_chat_models_shorten_to_the_asked_length_or_echo(server: LoopbackDashScope) -> None:
+    system = {"role": "system", "content": "You shorten subtitles."}
+    ask = "Shorten it.\nMaximum length: 20 characters\nText: The quick brown fox jumps over the lazy dog."
+    rsp = chat([system, {"role": "user", "content": ask}])
+    assert rsp.status_code == 200
+    assert rsp.output.choices[0].message.content == "The quick brown fox"  # 19 characters, whole words
+    cjk = "Maximum length: 5 characters\nText: 今天天气很好，我们去公园散步吧。"
+    assert (
+        chat([{"role": "user", "content": cjk}], "qwen-flash").output.choices[0].message.content
+        == "今天天气很"
+    )
+    short = "Maximum length: 80 characters\nText: Already short."
+    assert chat([{"role": "user", "content": short}], "qwen-turbo").output.choices[0].message.content == (
+        "Already short."
+    )
+    history = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "Just echo me."},
+    ]
+    assert chat(history).output.choices[0].message.content == "Just echo me."
+    streamed = [p.output.choices[0].message.content for p in chat([system, {"role": "user", "content": ask}],
+                                                                   stream=True)]  # fmt: skip
+    assert streamed[-1] == "The quick brown fox" and len(streamed) == 3
+    assert server.count("chat") == 5 and server.count("mt") == 0
+    assert server.requests_of("chat")[0].body["input"]["messages"][0] == system
+
+
+def test_chat_rejects_misplaced_system_messages_a_last_assistant_turn_and_empty_content() -> None:
+    misplaced = chat([{"role": "user", "content": "a"}, {"role": "system", "content": "b"},
+                      {"role": "user", "content": "c"}])  # fmt: skip
+    assert (misplaced.status_code, misplaced.code) == (400, "InvalidParameter")
+    assert chat([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]).status_code == 400
+    assert chat([{"role": "tool", "content": "a"}]).status_code == 400
+    assert chat([{"role": "user", "content": ""}]).code == "BadRequest.EmptyInput"
+    # Qwen-MT on the same path keeps its own rules
+    assert mt("Hello").status_code == 200
