@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tts-batch", type=int, default=8, help="local route: lines per generate call (default 8)"
     )
+    p.add_argument(
+        "--clone", metavar="SPEAKER_ID", help="clone this speaker's voice (needs a consent record)"
+    )
+    p.add_argument("--consent-dir", type=Path, metavar="DIR", help="consent ledger (python -m flows.consent)")
+    p.add_argument("--clone-use", metavar="TEXT", help="the use this job makes of the voice, as consented")
+    p.add_argument(
+        "--clone-ref", type=Path, metavar="FILE", help="reference recording (default: from the vocals)"
+    )
+    p.add_argument("--clone-ref-text", metavar="TEXT", help="transcript of --clone-ref")
     p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
     p.add_argument(
         "--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)"
@@ -193,6 +202,11 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "tts_size": args.tts_size,
         "voice_design": args.voice_design,
         "tts_batch": args.tts_batch,
+        "clone": args.clone,
+        "consent_dir": args.consent_dir,
+        "clone_use": args.clone_use,
+        "clone_ref": args.clone_ref,
+        "clone_ref_text": args.clone_ref_text,
         "demucs_model": args.demucs_model,
         "demucs_dir": args.demucs_dir,
         "demucs_shifts": args.shifts,
@@ -221,6 +235,14 @@ def preflight(config) -> None:  # config: DubConfig
     from tasks.separate import check_separator
 
     require_tool("ffmpeg")
+    if config.clone is not None:
+        # consent first: no model, no API call, no output folder for a clone without valid consent
+        from tasks.clone_reference import validate_reference
+        from tasks.voice_clone import grant_for_config
+
+        grant_for_config(config)
+        if config.clone_ref is not None:
+            validate_reference(config.clone_ref)
     probe_media(config.video)
     check_separator(
         config.separator, model=config.demucs_model, model_dir=config.demucs_dir, device=config.device,
@@ -238,7 +260,7 @@ def preflight(config) -> None:  # config: DubConfig
         from tasks.segment import lines_from_subtitles
 
         lines_from_subtitles(config.subtitles)
-    if config.tts == "local":
+    if config.tts == "local" and config.clone is None:
         from tasks.synthesize import make_synthesizer
 
         make_synthesizer(config)  # validates speaker, size and model directory; loads nothing

@@ -66,6 +66,17 @@ class DubConfig(BaseModel):
         default=None, max_length=2000, description="Local TTS: design a voice from this description"
     )
     tts_batch: int = Field(default=8, ge=1, le=64, description="Local TTS: lines per generate call")
+    clone: str | None = Field(default=None, description="Clone this consented speaker's voice (speaker id)")
+    consent_dir: Path | None = Field(
+        default=None, description="Consent ledger folder (python -m flows.consent)"
+    )
+    clone_use: str | None = Field(
+        default=None, description="The use consented to, e.g. 'dubbing of channel X'"
+    )
+    clone_ref: Path | None = Field(
+        default=None, description="Reference recording (default: chosen from the vocals)"
+    )
+    clone_ref_text: str | None = Field(default=None, description="Transcript of --clone-ref")
     translator_model: str | None = Field(
         default=None, description="Local translator: Hugging Face id or directory (default by device)"
     )
@@ -126,9 +137,27 @@ class DubConfig(BaseModel):
     def _known_source(cls, value: str | None) -> str | None:
         return None if value in (None, "", "auto") else get_language(value).code
 
+    @model_validator(mode="after")
+    def _check_clone(self) -> DubConfig:
+        if self.clone is None:
+            if self.clone_ref or self.consent_dir or self.clone_use:
+                raise ConfigError(
+                    "--consent-dir, --clone-use and --clone-ref only make sense with --clone SPEAKER"
+                )
+            return self
+        if self.consent_dir is None or not self.clone_use:
+            raise ConfigError("--clone needs --consent-dir DIR and --clone-use TEXT (the use consented to)")
+        if self.voice_design or self.instructions:
+            raise ConfigError("--clone cannot be combined with --voice-design or --instructions")
+        if self.clone_ref_text and not self.clone_ref:
+            raise ConfigError("--clone-ref-text needs --clone-ref FILE")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _default_voice(cls, values: object) -> object:
+        if isinstance(values, dict) and values.get("clone"):
+            return values  # the voice is the consented speaker's clone
         if isinstance(values, dict) and not values.get("voice") and not values.get("voice_design"):
             values = {**values, "voice": "Vivian" if values.get("tts") == "local" else "Cherry"}
         return values
@@ -143,6 +172,8 @@ class DubConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_voice(self) -> DubConfig:
+        if self.clone is not None:
+            return self  # an enrolled/cloned voice is not in any catalogue
         if self.tts == "local":
             if self.voice_design is None:
                 from models.qwen_local_tts import resolve_speaker

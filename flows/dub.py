@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -62,6 +63,35 @@ class StageClock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
+def check_clone_consent(config: DubConfig) -> Any:
+    if config.clone is None:
+        return None
+    from tasks.voice_clone import grant_for_config
+
+    return grant_for_config(config)
+
+
+def prepare_clone(config: DubConfig, stems: Any, audio: Path, lines: list[Any], job: JobPaths) -> Any:
+    """The reference recording (the user's, or 3-15 s of the cleanest speech in the vocals) and the
+    cloned voice, created once (enrollment or clone prompt) and reused for every line and language."""
+    from tasks.clone_reference import prepare_reference, select_reference
+    from tasks.synthesize import make_synthesizer
+
+    if config.clone_ref is not None:
+        prepare_reference(config.clone_ref, job.clone_reference, config.clone_ref_text)
+    elif not job.clone_reference.is_file():
+        select_reference(
+            stems.vocals if stems.background is not None else audio, lines, out_wav=job.clone_reference
+        )
+    return make_synthesizer(config, require_key=not config.dry_run)
+
+
+def clone_report_for(grant: Any, config: DubConfig, synth: Any) -> dict[str, Any]:
+    from tasks.voice_clone import clone_report
+
+    return clone_report(grant, config.tts, synth)
+
+
 @flow(
     name="dub",
     flow_run_name="dub-{config.video.stem}",
@@ -72,6 +102,7 @@ def dub(config: DubConfig) -> DubResult:
     """Dub a video into the requested languages with Qwen TTS."""
     job = JobPaths(config.out_dir, config.name, config.container)
     clock = StageClock()
+    grant = check_clone_consent(config)  # before any model or API call (deployments skip the CLI)
 
     with clock.stage("probe"):
         info, video_digest = probe(config.video)
@@ -106,6 +137,10 @@ def dub(config: DubConfig) -> DubResult:
         with clock.stage("segment"):
             source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
 
+    clone_synth = None
+    if grant is not None:
+        with clock.stage("clone"):
+            clone_synth = prepare_clone(config, stems, audio, lines, job)
     with clock.stage("estimate"):
         estimates = estimate_cost(lines, source_lang, config)
     if config.dry_run:
@@ -170,6 +205,10 @@ def dub(config: DubConfig) -> DubResult:
         )
         voice = config.voice if not config.voice_design else "designed voice"
         voice_note = f" Voice: {voice} ({engine})."
+        if grant is not None:
+            from tasks.voice_clone import clone_disclosure
+
+            voice_note = clone_disclosure(grant, config.tts)
         final = remux_task(info, video_digest, dub_tracks, job.final, DISCLOSURE + voice_note)
 
     report = build_report(
@@ -187,6 +226,7 @@ def dub(config: DubConfig) -> DubResult:
             "asr_model": asr_model or None,
             "separator": config.separator,
             "region": config.region,
+            **({"clone": clone_report_for(grant, config, clone_synth)} if grant is not None else {}),
         },
         source={
             "duration": info.duration,

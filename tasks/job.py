@@ -26,6 +26,10 @@ class JobPaths:
         return self.work / "analysis.wav"
 
     @property
+    def clone_reference(self) -> Path:
+        return self.work / "clone_reference.wav"
+
+    @property
     def vocals(self) -> Path:
         return self.work / "vocals.wav"
 

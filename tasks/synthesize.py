@@ -78,7 +78,20 @@ class ClipCache:
         return wav, meta
 
 
+def clone_reference_path(config: Any) -> Path:
+    from tasks.job import JobPaths
+
+    return JobPaths(config.out_dir, config.name).clone_reference
+
+
 def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer:
+    if getattr(config, "clone", None):
+        from tasks.voice_clone import synthesizer_for_config
+
+        # consent is checked again inside; an estimate (require_key=False) enrolls nothing
+        return synthesizer_for_config(
+            config, clone_reference_path(config), create=require_key, require_key=require_key
+        )
     if config.tts == "api":
         from models.dashscope_tts import DashScopeTTS
 
@@ -106,6 +119,21 @@ def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer
             prompt_cache_dir=config.cache_dir / "voice_prompts",
         )
     raise ConfigError(f"unknown TTS route {config.tts!r}")
+
+
+def audit_clone_use(config: Any, lang_code: str, line_count: int) -> None:
+    """Every synthesis with a cloned voice is appended to the consent ledger's audit log (no text)."""
+    from tasks.consent import audit_clone_synthesis
+    from tasks.voice_clone import grant_for_config
+
+    try:
+        from prefect.runtime import flow_run
+
+        job_id = str(flow_run.id or config.name)
+    except Exception:  # noqa: BLE001 - outside a flow run the video name identifies the job
+        job_id = config.name
+    audit_clone_synthesis(grant_for_config(config), job_id=job_id, language=lang_code, line_count=line_count,
+                          route=config.tts)  # fmt: skip
 
 
 def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
@@ -149,11 +177,14 @@ def synthesize_lines(
 
     def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
         guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
+        clone = identity.get("clone")
         meta = {
             "billed_characters": clip.billed_characters,
             "attempts": clip.attempts,
             "requests": clip.requests,
             **({"guard": guard} if guard else {}),
+            # revoking a speaker's consent purges the clips made with their voice
+            **({"clone_speaker": clone["speaker_id"]} if isinstance(clone, dict) else {}),
         }
         hit = cache.put(key, clip.audio, clip.sample_rate, meta)
         with lock:
@@ -230,6 +261,8 @@ def synthesize(
 ) -> tuple[list[ClipRecord], dict[str, float]]:
     language = get_language(lang_code)
     synth = make_synthesizer(config)
+    if getattr(config, "clone", None):
+        audit_clone_use(config, lang_code, len(lines))
     records, totals = synthesize_lines(
         lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region,
         batch_size=config.tts_batch,

@@ -85,6 +85,13 @@ KEY = {"DASHSCOPE_API_KEY": "sk-test"}
         ("sample", [], {"DASHSCOPE_API_KEY": None}, ("DASHSCOPE_API_KEY",)),
         ("sample", ["--tts", "local", "--voice", "Cherry"], KEY, ("unknown Qwen3-TTS speaker",)),
         ("sample", ["--voice-design", "a calm voice"], KEY, ("--voice-design needs the local route",)),
+        ("sample", ["--clone", "narrator"], KEY, ("--clone needs --consent-dir",)),
+        (
+            "sample",
+            ["--clone", "narrator", "--consent-dir", "no-such-ledger", "--clone-use", "dubbing"],
+            KEY,
+            ("consent ledger",),
+        ),
         ("sample", ["--instructions", "Speak slowly."], KEY, ("needs an instruct model",)),
         (
             "sample",

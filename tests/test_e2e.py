@@ -424,3 +424,65 @@ def test_over_long_lines_are_shortened_through_the_chat_model(job, tmp_path: Pat
     )
     # the lines that were shortened now fit, or are counted as still over the cap
     assert synthesis["fitted"] + synthesis["still_over"] == synthesis["over_cap"]
+
+
+def _consent(tmp_path: Path, languages: list[str]) -> Path:
+    from datetime import datetime, timedelta, timezone
+
+    from tasks.consent import add_record
+
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    document = ledger / "signed.pdf"
+    document.write_bytes(b"%PDF-1.4 signed consent of the narrator")
+    add_record(
+        ledger, speaker_id="narrator", speaker_name="Sample Narrator", granted_by="Sample Narrator",
+        document=document, permitted_languages=["ja", "ko"], permitted_uses=["dubbing of the sample channel"],
+        expires_at=datetime.now(timezone.utc) + timedelta(days=30),
+    )  # fmt: skip
+    return ledger
+
+
+def test_cloned_voice_through_the_flow_api_route(job, tmp_path: Path) -> None:
+    """--clone: consent checked, a reference chosen from the audio, ONE enrollment for every line and
+    language, the VC model used for synthesis, one audit entry per language, disclosure in the file."""
+    from flows.dub import dub
+    from tasks.consent import read_audit
+
+    ledger = _consent(tmp_path, ["ja", "ko"])
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "langs": ["ja", "ko"], "clone": "narrator", "consent_dir": ledger,
+                "clone_use": "dubbing of the sample channel"}
+    )  # fmt: skip
+    result = dub(config)
+    assert server.count("voice") == 1
+    models = {r.body["model"] for r in server.requests_of("tts")}
+    assert models == {"qwen3-tts-vc-2026-01-22"}
+    events = [e["event"] for e in read_audit(ledger)]
+    assert events.count("clone_created") == 1 and events.count("clone_synthesis") == 2
+    audit_text = (ledger / "audit.log").read_text()
+    for line in json.loads((tmp_path / "out" / "lines.ja.json").read_text())["lines"]:
+        assert line["text"] not in audit_text and line["source"] not in audit_text
+    tags = {k.lower(): v for k, v in ffprobe_format(result.video)["tags"].items()}
+    assert "cloned from speaker narrator" in tags["comment"] and "consent" in tags["comment"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["job"]["clone"]["speaker_id"] == "narrator"
+
+
+def test_clone_without_covering_consent_makes_no_call(job, tmp_path: Path) -> None:
+    from flows.dub import dub
+    from tasks.consent import ConsentError
+
+    ledger = _consent(tmp_path, ["ja", "ko"])
+    server: LoopbackDashScope = job["server"]
+    server.reset()
+    config = job["config"].model_copy(
+        update={"out": tmp_path / "out", "langs": ["ja", "fr"], "clone": "narrator", "consent_dir": ledger,
+                "clone_use": "dubbing of the sample channel"}
+    )  # fmt: skip
+    with pytest.raises(ConsentError, match="French"):
+        dub(config)
+    assert server.count() == 0
+    assert not (tmp_path / "out").exists()
