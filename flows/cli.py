@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget", type=float, help="refuse the job if the estimated TTS cost exceeds this amount"
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-transcribe each dub track with --asr-model and report WER (CER for zh/ja/ko) per line",
+    )
+    p.add_argument("--verify-threshold", type=float, default=0.3, help="flag lines above this error rate")
     p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
     p.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr (job, stage, line)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -195,6 +201,8 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "container": args.container,
         "instructions": args.instructions,
         "dry_run": args.dry_run,
+        "verify": args.verify,
+        "verify_threshold": args.verify_threshold,
         "segments": args.segments,
         "subtitles": args.subtitles,
         "translator_model": args.translator_model,
@@ -270,7 +278,12 @@ def preflight(config) -> None:  # config: DubConfig
         translator_for(config)  # validates the model id or directory; loads nothing
     if (config.tts == "api" or config.translator == "api") and not config.dry_run:
         api_key_from_env()
-    resolve_model_name(config.asr_model)
+    asr = resolve_model_name(config.asr_model)
+    if config.verify:
+        from tasks.verify import require_model_for
+
+        for code in config.langs:
+            require_model_for(asr, code)
     out = config.out_dir
     try:
         out.mkdir(parents=True, exist_ok=True)

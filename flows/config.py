@@ -106,6 +106,8 @@ class DubConfig(BaseModel):
     subtitles: Path | None = Field(
         default=None, description="Seed the plan from this .srt/.vtt (skips recognition)"
     )
+    verify: bool = Field(default=False, description="Re-transcribe each dub track and report WER per line")
+    verify_threshold: float = Field(default=0.3, gt=0, le=1, description="Flag lines above this WER/CER")
     dry_run: bool = Field(
         default=False, description="Estimate characters and cost, then stop before any paid call"
     )

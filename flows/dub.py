@@ -38,6 +38,7 @@ from tasks.shorten import shorten
 from tasks.synthesize import synthesize
 from tasks.transcribe import transcribe
 from tasks.translate import translate
+from tasks.verify import verify
 
 MAX_PARALLEL_LANGUAGES = 4  # languages share one API rate limit; more threads would only wait
 
@@ -196,6 +197,22 @@ def dub(config: DubConfig) -> DubResult:
             for code in langs
         }
         tracks = [assembling[code].result() for code in langs]
+    verified: dict[str, Any] = {}
+    if config.verify:
+        with clock.stage("verify"):
+            verifying = {
+                t.language: verify.submit(
+                    t.language,
+                    Path(t.audio_file),
+                    fitted[t.language][0],
+                    t.timings,
+                    config.asr_model,
+                    job.verify(t.language),
+                    config.verify_threshold,
+                )  # fmt: skip
+                for t in tracks
+            }
+            verified = {code: fut.result().summary() for code, fut in verifying.items()}
     with clock.stage("remux"):
         dub_tracks = [DubTrack(get_language(t.language), Path(t.audio_file), Path(t.srt)) for t in tracks]
         engine = (
@@ -237,6 +254,7 @@ def dub(config: DubConfig) -> DubResult:
         },
         tracks=tracks,
         synthesis={code: {**synthesized[code][1], **asdict(fitted[code][2])} for code in langs},
+        verification=verified,
         outputs={
             "video": str(final),
             "subtitles": {code: {"srt": str(job.srt(code)), "vtt": str(job.vtt(code))} for code in langs},

@@ -57,6 +57,9 @@ class JobPaths:
     def dub_audio(self, lang: str) -> Path:
         return self.work / f"dub.{lang}.mka"
 
+    def verify(self, lang: str) -> Path:
+        return self.work / f"verify.{lang}.json"
+
     def srt(self, lang: str) -> Path:
         return self.root / f"{self.name}.{lang}.srt"
 

@@ -140,7 +140,9 @@ class MixLoudness:
 
 def true_peak_db(audio: np.ndarray) -> float:
     data = audio if audio.ndim == 2 else audio[:, None]
-    env = _true_peak_envelope(data)
+    # the true peak sits where the sample peak is highest: only blocks within the inter-sample margin
+    # of the loudest sample need the oversampled look (a dense 10-minute mix: 4.4 s instead of 18 s)
+    env = _true_peak_envelope(data, floor=float(np.abs(data).max(initial=0.0)))
     peak = float(env.max(initial=0.0))
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
@@ -148,6 +150,8 @@ def true_peak_db(audio: np.ndarray) -> float:
 def _true_peak_envelope(data: np.ndarray, floor: float = 0.0) -> np.ndarray:
     """Per-sample peak over channels, 4x-oversampled where the sample peak comes within
     INTERSAMPLE_MARGIN_DB of `floor` (everywhere when floor is 0)."""
+    if data.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
     env = np.abs(data).max(axis=1)
     threshold = floor * 10 ** (-INTERSAMPLE_MARGIN_DB / 20)
     block = 4096
@@ -158,9 +162,13 @@ def _true_peak_envelope(data: np.ndarray, floor: float = 0.0) -> np.ndarray:
     for first, last in zip(edges[::2], edges[1::2], strict=True):
         lo, hi = first * block, min(env.size, last * block)
         a, z = max(0, lo - pad), min(env.size, hi + pad)
-        up = np.abs(resample_poly(data[a:z], OVERSAMPLE, 1, axis=0)).max(axis=1)
-        up = up[: (z - a) * OVERSAMPLE].reshape(z - a, OVERSAMPLE).max(axis=1)
-        env[lo:hi] = np.maximum(env[lo:hi], up[lo - a : hi - a])
+        up = np.abs(resample_poly(data[a:z], OVERSAMPLE, 1, axis=0))
+        up = up.max(axis=1) if up.shape[1] > 1 else up[:, 0]
+        # max over each sample's OVERSAMPLE sub-samples; strided maxima beat a short-axis reduction
+        peak = up[0 : (z - a) * OVERSAMPLE : OVERSAMPLE].copy()
+        for k in range(1, OVERSAMPLE):
+            np.maximum(peak, up[k : (z - a) * OVERSAMPLE : OVERSAMPLE], out=peak)
+        env[lo:hi] = np.maximum(env[lo:hi], peak[lo - a : hi - a])
     return env
 
 

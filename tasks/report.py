@@ -46,6 +46,7 @@ def build_report(
     stage_seconds: dict[str, float],
     region: str,
     max_speedup: float,
+    verification: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     billed = int(sum(s.get("billed_characters", 0) for s in synthesis.values()))
     amount, currency = price(billed, region)
@@ -57,6 +58,11 @@ def build_report(
             t.language: {
                 **track_summary(t, max_speedup),
                 "synthesis": synthesis.get(t.language, {}),
+                **(
+                    {"verify": verification[t.language]}
+                    if verification and t.language in verification
+                    else {}
+                ),
                 "lines_timing": [asdict(x) for x in t.timings],
             }
             for t in tracks

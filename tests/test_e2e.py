@@ -486,3 +486,18 @@ def test_clone_without_covering_consent_makes_no_call(job, tmp_path: Path) -> No
         dub(config)
     assert server.count() == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_verify_reports_per_line_error_rates(job, tmp_path: Path) -> None:
+    """--verify on the English dub with the real tiny.en: per-line WER against the text that was spoken."""
+    from flows.dub import dub
+
+    config = job["config"].model_copy(update={"out": tmp_path / "out", "langs": ["en"], "verify": True})
+    dub(config)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    check = report["tracks"]["en"]["verify"]
+    assert check["metric"] == "wer" and check["lines"] == report["source"]["lines"]
+    # the loopback "voice" is a tone, not speech: every line is heard wrongly, so all are flagged
+    assert check["flagged"] == check["lines"] and check["track_wer"] > 0.5
+    per_line = json.loads((tmp_path / "out" / "work" / "verify.en.json").read_text())
+    assert len(per_line["lines"]) == check["lines"]
