@@ -294,6 +294,31 @@ def preflight(config) -> None:  # config: DubConfig
         raise InputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
 
 
+def disk_full(exc: BaseException, folders: tuple[Path, ...] = ()) -> bool:
+    """ENOSPC anywhere in the exception chain, or a write failure on a folder with no space left
+    (libsndfile reports a full disk only as an unspecified write error)."""
+    import errno
+    import shutil
+
+    for folder in folders:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            if shutil.disk_usage(probe).free < 1 << 20:
+                return True
+        except OSError:
+            pass
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "no space left on device" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
@@ -305,11 +330,13 @@ def quiet_shutdown() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    folders: tuple[Path, ...] = ()
     try:
         if args.list_voices:
             print_voices(args.tts_model, args.tts)
             return 0
         config = config_from_args(args)
+        folders = (config.out_dir, config.cache_dir)
         preflight(config)
         from flows.logs import configure_prefect_environment
 
@@ -331,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             raise
+        if disk_full(exc, folders):
+            print("error: no space left on device; free some space and re-run (finished work is kept)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        if isinstance(exc, PermissionError):
+            print(f"error: permission denied: {exc.filename or exc}", file=sys.stderr)
+            return 1
         print(
             f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details",
             file=sys.stderr,
