@@ -10,8 +10,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from models.errors import DubError, InputError
+from tasks.parallel import CANCELLED, Cancelled
 
 EPILOG = """\
 environment:
@@ -319,6 +321,47 @@ def disk_full(exc: BaseException, folders: tuple[Path, ...] = ()) -> bool:
     return False
 
 
+INTERRUPTED = "error: interrupted; finished lines are cached and a re-run resumes from them"
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C: tell the worker threads to start nothing new, then interrupt the main thread as usual."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        # Prefect's engine handles KeyboardInterrupt itself (it reports the run as crashed to its
+        # server, which a terminal's Ctrl-C has just stopped too, and waits on it), so the handler
+        # finishes the job here: no new line starts, one line is printed, the process leaves.
+        CANCELLED.set()
+        print(INTERRUPTED, file=sys.stderr)
+        exit_now(130)
+
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave at once after an interrupt: stop Prefect's temporary server (a terminal's Ctrl-C reaches it
+    too, and Prefect's exit hooks would then wait on it), and skip the exit hooks that would flush run
+    events to it. Every artefact is written atomically, so nothing half-written is left to trust."""
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.CRITICAL)
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
+
+
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
@@ -331,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     folders: tuple[Path, ...] = ()
+    install_interrupt_handler()
     try:
         if args.list_voices:
             print_voices(args.tts_model, args.tts)
@@ -352,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; finished lines are cached and a re-run resumes from them", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Cancelled):
+        print(INTERRUPTED, file=sys.stderr)
+        exit_now(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             raise

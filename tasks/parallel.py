@@ -5,12 +5,26 @@ Remote calls are I/O-bound (the limiter inside the adapter does the pacing), so 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Set on Ctrl-C (flows/cli.py): lines not yet started are skipped, so the process stops within one
+# request instead of finishing the whole stage in its worker threads.
+CANCELLED = threading.Event()
+
+
+class Cancelled(Exception):
+    """The job was interrupted; nothing after this point is started."""
+
+
+def check_cancelled() -> None:
+    if CANCELLED.is_set():
+        raise Cancelled("interrupted")
 
 
 def map_lines(
@@ -20,7 +34,12 @@ def map_lines(
         return []
     results: list[R | None] = [None] * len(items)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))), thread_name_prefix="line") as pool:
-        futures: dict[Future[R], int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
+
+        def guarded(item: T) -> R:
+            check_cancelled()
+            return fn(item)
+
+        futures: dict[Future[R], int] = {pool.submit(guarded, item): i for i, item in enumerate(items)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
