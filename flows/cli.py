@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
     p.add_argument(
+        "--glossary",
+        type=Path,
+        metavar="FILE",
+        help="terms translated a fixed way: CSV source,target,language or JSON",
+    )
+    p.add_argument(
         "--translator-model",
         metavar="NAME_OR_DIR",
         help="local translator LLM: Hugging Face id or directory "
@@ -208,6 +214,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "segments": args.segments,
         "subtitles": args.subtitles,
         "translator_model": args.translator_model,
+        "glossary": args.glossary,
         "tts_local_model": args.tts_local_model,
         "tts_size": args.tts_size,
         "voice_design": args.voice_design,
@@ -262,6 +269,10 @@ def preflight(config) -> None:  # config: DubConfig
     for option, path in (("--segments", config.segments), ("--subtitles", config.subtitles)):
         if path is not None and not path.is_file():
             raise InputError(f"{option} file not found: {path}")
+    if config.glossary is not None:
+        from models.glossary import load_glossary
+
+        load_glossary(config.glossary)
     if config.segments is not None:
         from tasks.segment import load_plan
 

@@ -77,6 +77,7 @@ class DubConfig(BaseModel):
         default=None, description="Reference recording (default: chosen from the vocals)"
     )
     clone_ref_text: str | None = Field(default=None, description="Transcript of --clone-ref")
+    glossary: Path | None = Field(default=None, description="Glossary CSV/JSON: terms translated a fixed way")
     translator_model: str | None = Field(
         default=None, description="Local translator: Hugging Face id or directory (default by device)"
     )

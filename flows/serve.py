@@ -16,7 +16,9 @@ Importing this module has no side effect (nothing heavy is imported, nothing is 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -72,6 +74,17 @@ def make_task_runner(
     raise ValueError(f"unknown task runner {kind!r}: expected thread or dask")
 
 
+def resolve_annotations(flow: Any) -> None:
+    """Replace the flow function's string annotations (flows/dub.py has `from __future__ import
+    annotations`) by the types they name. A served run executes the flow object in a spawned process:
+    cloudpickle ships the function by value (its module attribute is the Flow, not the function), with
+    only the globals its body uses, so Prefect's parameter validation there could not resolve "DubConfig"
+    ("DubModel is not fully defined"). Deployments run by workers import the entrypoint and are unaffected."""
+    import typing
+
+    flow.fn.__annotations__ = typing.get_type_hints(flow.fn)
+
+
 def deployment_options(
     name: str = DEPLOYMENT_NAME,
     parameters: dict[str, Any] | None = None,
@@ -91,7 +104,9 @@ def build_deployment(name: str = DEPLOYMENT_NAME, **options: Any) -> RunnerDeplo
     """The deployment object `python -m flows.serve` registers (without registering it)."""
     from flows.dub import dub
 
-    return dub.to_deployment(**deployment_options(name, **options))
+    deployment = dub.to_deployment(**deployment_options(name, **options))
+    assert not inspect.isawaitable(deployment)  # to_deployment is sync when called outside an event loop
+    return deployment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = make_task_runner(args.task_runner, args.dask_address)
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     from flows.dub import dub
 
-    flow = dub.with_options(task_runner=runner)  # served runs execute this flow object, not a re-import
+    resolve_annotations(dub)
+    flow = dub.with_options(task_runner=runner)  # type: ignore[arg-type]  # served runs execute this object
     flow.serve(
         **deployment_options(args.name, tags=args.tag), limit=args.limit, global_limit=args.global_limit
     )

@@ -30,6 +30,9 @@ class StageProgress:
         self._artifact: UUID | None = None
         try:
             from prefect.artifacts import create_progress_artifact
+            from prefect.context import get_run_context
+
+            get_run_context()  # outside a run there is nowhere to show it (and no server to start)
 
             artifact_id = create_progress_artifact(0.0, description=f"{stage}: progress")
             self._artifact = artifact_id if isinstance(artifact_id, UUID) else None

@@ -11,7 +11,8 @@ from prefect import task
 
 from models.base import Translator
 from models.errors import ConfigError, UpstreamError
-from models.languages import Language, get_language
+from models.glossary import Glossary, load_glossary, missing_terms, terms_for
+from models.languages import LANGUAGES, Language, get_language
 from models.retry import RetryPolicy
 from models.speech_rate import character_budget, estimate_seconds
 from tasks.files import content_key, read_json, write_json_atomic
@@ -85,13 +86,16 @@ def make_translator(
     retry: RetryPolicy,
     require_key: bool = True,
     local_model: str | None = None,
+    glossary: Glossary | None = None,
 ) -> Translator:
     if route == "api":
         from models.qwen_mt import QwenMTTranslator
 
+        terms = {code: terms_for(glossary, code) for code in LANGUAGES} if glossary else None
         return QwenMTTranslator(
-            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
-        )
+            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry,
+            require_key=require_key, terms=terms,
+        )  # fmt: skip
     if route == "local":
         from models.local_translator import LocalLLMTranslator
 
@@ -131,8 +135,11 @@ def translate_lines(
     translator: Translator | None,
     cache: TranslationCache,
     workers: int,
+    terms: dict[str, str] | None = None,
 ) -> tuple[list[TranslatedLine], dict[str, int]]:
-    """Translate every line (cached per line). Source == target copies the text (no call)."""
+    """Translate every line (cached per line). Source == target copies the text (no call). `terms`
+    (glossary source -> target) go to the engine: Qwen-MT as translation_options.terms (set on the
+    translator), the local LLM in its prompt."""
     stats = {"calls": 0, "cached": 0, "copied": 0}
     stats_lock = threading.Lock()
 
@@ -171,7 +178,7 @@ def translate_lines(
         and hasattr(translator, "translate_batch")
         and not (source is not None and source.code == target.code)
     ):
-        return _translate_batched(lines, source, target, translator, cache, progress)
+        return _translate_batched(lines, source, target, translator, cache, progress, terms or {})
     result = map_lines(lines, one, workers, on_done=progress.advance)
     return result, stats
 
@@ -186,6 +193,7 @@ def _translate_batched(
     translator: Any,
     cache: TranslationCache,
     progress: StageProgress,
+    terms: dict[str, str],
 ) -> tuple[list[TranslatedLine], dict[str, int]]:
     """Local LLM route: every uncached line in batched generate calls, each with its neighbours as
     context (so the cache key includes the context: the same sentence elsewhere may translate
@@ -198,6 +206,7 @@ def _translate_batched(
             previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
             next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
             max_chars=character_budget(line.pause_after + line.end - line.start, target.code),
+            glossary=terms,
             index=line.index,
         )
         for i, line in enumerate(lines)
@@ -247,7 +256,12 @@ def translator_for(config: Any, require_key: bool = True) -> Translator:
         RetryPolicy(base_delay_s=config.retry_base_delay_s),
         require_key=require_key,
         local_model=config.translator_model,
+        glossary=glossary_of(config),
     )
+
+
+def glossary_of(config: Any) -> Glossary | None:
+    return load_glossary(config.glossary) if getattr(config, "glossary", None) else None
 
 
 @task(name="translate", task_run_name="translate-{lang_code}", **STAGE)
@@ -264,9 +278,16 @@ def translate(
         translator = translator_for(config)
     edits = user_edits(out_json, lines)
     todo = [ln for ln in lines if ln.index not in edits]
+    terms = terms_for(glossary_of(config), target.code)
     translated, stats = translate_lines(
-        todo, source, target, translator, TranslationCache(config.cache_dir), config.concurrency
+        todo, source, target, translator, TranslationCache(config.cache_dir), config.concurrency, terms
     )
+    misses = [ln.index for ln in translated if missing_terms(ln.source, ln.text, terms)]
+    if misses:
+        stage_logger().warning(
+            "glossary lang=%s lines_missing_terms=%d lines=%s", target.code, len(misses),
+            ",".join(str(i) for i in misses[:20]),
+        )  # fmt: skip
     by_index = {ln.index: ln for ln in translated}
     for line in lines:
         if line.index in edits:
