@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)"
     )
     p.add_argument(
+        "--split-outputs", action="store_true", help="also write one video per language and the dub WAV stems"
+    )
+    p.add_argument(
         "--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)"
     )
     p.add_argument("--cache-dir", type=Path, help="clip/translation cache (default ~/.cache/qwen-dub)")
@@ -207,6 +210,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "max_speedup": args.max_speedup,
         "audio_codec": args.audio_codec,
         "container": args.container,
+        "split_outputs": args.split_outputs,
         "instructions": args.instructions,
         "dry_run": args.dry_run,
         "verify": args.verify,

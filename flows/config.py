@@ -94,6 +94,9 @@ class DubConfig(BaseModel):
     )
     audio_codec: Literal["aac", "opus"] = "aac"
     container: Literal["mkv", "mp4"] = "mkv"
+    split_outputs: bool = Field(
+        default=False, description="Also one video per language, and the dub WAV stems"
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     retry_base_delay_s: float = Field(default=1.0, ge=0.0, le=60.0)
     instructions: str | None = Field(

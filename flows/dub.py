@@ -191,6 +191,7 @@ def dub(config: DubConfig) -> DubResult:
                 config.max_speedup,
                 config.audio_codec,
                 job.dub_audio(code),
+                job.stem(code) if config.split_outputs else None,
                 job.srt(code),
                 job.vtt(code),
             )  # fmt: skip
@@ -227,6 +228,13 @@ def dub(config: DubConfig) -> DubResult:
 
             voice_note = clone_disclosure(grant, config.tts)
         final = remux_task(info, video_digest, dub_tracks, job.final, DISCLOSURE + voice_note)
+        singles = {}
+        if config.split_outputs:  # one video per language: the original audio and that language's dub
+            for track in dub_tracks:
+                code = track.language.code
+                singles[code] = str(
+                    remux_task(info, video_digest, [track], job.single(code), DISCLOSURE + voice_note)
+                )
 
     report = build_report(
         job={
@@ -259,6 +267,7 @@ def dub(config: DubConfig) -> DubResult:
             "video": str(final),
             "subtitles": {code: {"srt": str(job.srt(code)), "vtt": str(job.vtt(code))} for code in langs},
             "segments": str(job.segments),
+            **({"per_language": singles, "stems": {c: str(job.stem(c)) for c in langs}} if singles else {}),
         },
         stage_seconds=clock.seconds,
         region=config.region,

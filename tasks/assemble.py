@@ -11,7 +11,15 @@ import soundfile as sf
 from prefect import task
 
 from models.languages import get_language
-from tasks.files import content_key, invalidate, is_fresh, mark_fresh, read_json, write_json_atomic
+from tasks.files import (
+    atomic_path,
+    content_key,
+    invalidate,
+    is_fresh,
+    mark_fresh,
+    read_json,
+    write_json_atomic,
+)
 from tasks.fit import fit_clip_to_slot, place_clips
 from tasks.media import STAGE, encode_audio
 from tasks.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
@@ -105,6 +113,7 @@ def assemble(
     max_speedup: float,
     audio_codec: str,
     audio_out: Path,
+    stem_wav: Path | None,
     srt_path: Path,
     vtt_path: Path,
 ) -> TrackResult:
@@ -115,7 +124,14 @@ def assemble(
         rate, channels, duration, round(target_lufs, 3), max_speedup, audio_codec,
     )  # fmt: skip
     record = audio_out.with_name(audio_out.name + ".json")
-    if is_fresh(audio_out, key) and record.is_file() and srt_path.is_file() and vtt_path.is_file():
+    stem_ok = stem_wav is None or stem_wav.is_file()
+    if (
+        is_fresh(audio_out, key)
+        and record.is_file()
+        and srt_path.is_file()
+        and vtt_path.is_file()
+        and stem_ok
+    ):
         cached = read_json(record)
         stage_logger().info("assembled lang=%s cached=true", lang_code)
         return TrackResult(**{**cached, "timings": [LineTiming(**t) for t in cached["timings"]]})
@@ -128,6 +144,10 @@ def assemble(
         background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
     mix, timings = assemble_track(lines, clips, background, rate, channels, total, target_lufs, max_speedup)
     encode_audio(mix.audio, rate, audio_out, audio_codec, channels=mix.channels)
+    if stem_wav is not None:  # --split-outputs: the dub track as a 24-bit WAV stem
+        stem = mix.audio if mix.audio.shape[1] == mix.channels else np.repeat(mix.audio, mix.channels, axis=1)
+        with atomic_path(stem_wav) as tmp:
+            sf.write(str(tmp), stem, rate, subtype="PCM_24")
     cues = cues_for_track(
         [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration
     )

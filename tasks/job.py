@@ -70,6 +70,12 @@ class JobPaths:
     def estimate(self) -> Path:
         return self.root / "estimate.json"
 
+    def stem(self, lang: str) -> Path:
+        return self.root / f"{self.name}.{lang}.dub.wav"
+
+    def single(self, lang: str) -> Path:
+        return self.root / f"{self.name}.{lang}.{self.container}"
+
     @property
     def report(self) -> Path:
         return self.root / "report.json"

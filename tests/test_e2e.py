@@ -501,3 +501,24 @@ def test_verify_reports_per_line_error_rates(job, tmp_path: Path) -> None:
     assert check["flagged"] == check["lines"] and check["track_wer"] > 0.5
     per_line = json.loads((tmp_path / "out" / "work" / "verify.en.json").read_text())
     assert len(per_line["lines"]) == check["lines"]
+
+
+def test_split_outputs(job, tmp_path: Path, sample_video: Path) -> None:
+    """--split-outputs: one video per language (original audio + that dub + its subtitles) and WAV stems."""
+    import soundfile as sf
+
+    from flows.dub import dub
+
+    config = job["config"].model_copy(update={"out": tmp_path / "out", "split_outputs": True})
+    dub(config)
+    duration = float(ffprobe_format(sample_video)["duration"])
+    for lang, tag in (("ja", "jpn"), ("en", "eng"), ("ko", "kor")):
+        single = tmp_path / "out" / f"sample.{lang}.mkv"
+        streams = ffprobe_streams(single)
+        audio = [s.get("tags", {}).get("language") for s in streams if s["codec_type"] == "audio"]
+        assert audio == ["eng", tag]
+        assert [s.get("tags", {}).get("language") for s in streams if s["codec_type"] == "subtitle"] == [tag]
+        assert video_packet_hashes(single) == video_packet_hashes(sample_video)
+        stem = sf.info(str(tmp_path / "out" / f"sample.{lang}.dub.wav"))
+        assert (stem.samplerate, stem.channels, stem.subtype) == (48000, 2, "PCM_24")
+        assert abs(stem.duration - duration) < 0.05
