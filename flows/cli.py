@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)"
     )
     p.add_argument(
+        "--duck", type=float, default=0.0, metavar="DB",
+        help="lower the background by DB under dialogue (sidechain ducking; default 0: off)",
+    )  # fmt: skip
+    p.add_argument(
         "--split-outputs", action="store_true", help="also write one video per language and the dub WAV stems"
     )
     p.add_argument(
@@ -211,6 +215,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "audio_codec": args.audio_codec,
         "container": args.container,
         "split_outputs": args.split_outputs,
+        "duck_db": args.duck,
         "instructions": args.instructions,
         "dry_run": args.dry_run,
         "verify": args.verify,

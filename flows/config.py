@@ -94,6 +94,9 @@ class DubConfig(BaseModel):
     )
     audio_codec: Literal["aac", "opus"] = "aac"
     container: Literal["mkv", "mp4"] = "mkv"
+    duck_db: float = Field(
+        default=0.0, ge=0.0, le=30.0, description="Lower the background this much under dialogue"
+    )
     split_outputs: bool = Field(
         default=False, description="Also one video per language, and the dub WAV stems"
     )

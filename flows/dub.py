@@ -189,6 +189,7 @@ def dub(config: DubConfig) -> DubResult:
                 info.duration,
                 source_lufs,
                 config.max_speedup,
+                config.duck_db,
                 config.audio_codec,
                 job.dub_audio(code),
                 job.stem(code) if config.split_outputs else None,

@@ -74,6 +74,7 @@ def assemble_track(
     total_samples: int,
     target_lufs: float,
     max_speedup: float,
+    duck_db: float = 0.0,
 ) -> tuple[MixResult, list[LineTiming]]:
     fits, timings = [], []
     for line, clip in zip(lines, clips, strict=True):
@@ -95,7 +96,9 @@ def assemble_track(
             )
         )
     dub = place_clips(fits, rate, total_samples)
-    mix = render_mix(dub, background, rate, channels, target_lufs, ceiling_dbtp=PCM_CEILING_DBTP)
+    mix = render_mix(
+        dub, background, rate, channels, target_lufs, ceiling_dbtp=PCM_CEILING_DBTP, duck_db=duck_db
+    )
     return mix, timings
 
 
@@ -111,6 +114,7 @@ def assemble(
     duration: float,
     target_lufs: float,
     max_speedup: float,
+    duck_db: float,
     audio_codec: str,
     audio_out: Path,
     stem_wav: Path | None,
@@ -121,7 +125,7 @@ def assemble(
     # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
     key = content_key(
         "assemble-v1", [asdict(ln) for ln in lines], [c.key or c.path for c in clips], background_key,
-        rate, channels, duration, round(target_lufs, 3), max_speedup, audio_codec,
+        rate, channels, duration, round(target_lufs, 3), max_speedup, duck_db, audio_codec,
     )  # fmt: skip
     record = audio_out.with_name(audio_out.name + ".json")
     stem_ok = stem_wav is None or stem_wav.is_file()
@@ -142,7 +146,9 @@ def assemble(
         background, bg_rate = read_audio(background_wav)
         background = resample(background, bg_rate, rate)[:total]
         background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
-    mix, timings = assemble_track(lines, clips, background, rate, channels, total, target_lufs, max_speedup)
+    mix, timings = assemble_track(
+        lines, clips, background, rate, channels, total, target_lufs, max_speedup, duck_db
+    )
     encode_audio(mix.audio, rate, audio_out, audio_codec, channels=mix.channels)
     if stem_wav is not None:  # --split-outputs: the dub track as a 24-bit WAV stem
         stem = mix.audio if mix.audio.shape[1] == mix.channels else np.repeat(mix.audio, mix.channels, axis=1)

@@ -193,6 +193,26 @@ def limit_true_peak(
     return out if audio.ndim == 2 else out[:, 0]
 
 
+DUCK_ATTACK_S, DUCK_RELEASE_S = 0.05, 0.35  # broadcast-style: dip fast before speech, recover slowly
+DUCK_ACTIVITY_DBFS = -45.0  # dialogue above this level counts as speaking
+
+
+def duck_gain(dialogue: np.ndarray, rate: int, duck_db: float) -> np.ndarray:
+    """Sidechain gain for the background: -duck_db while the dialogue speaks, 0 dB elsewhere, with a
+    look-ahead attack (the dip starts DUCK_ATTACK_S before the first syllable) and a slow release."""
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    hop = max(1, int(0.01 * rate))
+    n = dialogue.size // hop + 1
+    padded = np.pad(np.abs(dialogue), (0, n * hop - dialogue.size))
+    active = (padded.reshape(n, hop).max(axis=1) > 10 ** (DUCK_ACTIVITY_DBFS / 20)).astype(np.float32)
+    # hold through short pauses, then ramp: the release keeps the bed from pumping between words
+    held = maximum_filter1d(active, size=int(DUCK_RELEASE_S / 0.01) * 2 + 1, mode="constant")
+    ramp = uniform_filter1d(held, size=max(1, int(DUCK_ATTACK_S / 0.01)), mode="nearest")
+    per_hop = 1.0 - (1.0 - 10 ** (-duck_db / 20)) * np.clip(ramp, 0.0, 1.0)
+    return np.repeat(per_hop, hop)[: dialogue.size].astype(np.float32)
+
+
 @dataclass
 class MixResult:
     audio: np.ndarray  # frames x channels; one channel stands for `channels` identical ones (no background)
@@ -209,6 +229,7 @@ def render_mix(
     channels: int,
     target_lufs: float,
     ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+    duck_db: float = 0.0,
 ) -> MixResult:
     """Dialogue (mono) over the background (frames x channels, or None for silence) at `target_lufs`,
     true peak under the ceiling. Without a background every channel is the same, so the work is done
@@ -218,6 +239,8 @@ def render_mix(
     gain_db = 0.0
     if background is not None and not np.any(background):
         background = None
+    if background is not None and duck_db > 0 and np.any(dub):
+        background = background * duck_gain(dub, rate, duck_db)[:, None]
     if np.any(dub):
         gain_db = MixLoudness(dub, background, rate, channels).solve_gain_db(target_lufs)
     g = np.float32(10 ** (gain_db / 20))

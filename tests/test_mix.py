@@ -190,3 +190,25 @@ def test_dub_over_silent_background() -> None:
     assert true_peak_db(mix) <= TRUE_PEAK_CEILING_DBTP
     keep = outside_dialogue()
     assert not np.any(mix[keep])
+
+
+def test_ducking_lowers_the_background_only_under_dialogue() -> None:
+    from tasks.mix import render_mix
+
+    rate = 48000
+    rng = np.random.default_rng(3)
+    background = (rng.standard_normal((rate * 8, 2)) * 0.02).astype(np.float32)
+    dub = np.zeros(rate * 8, dtype=np.float32)
+    t = np.arange(rate * 2) / rate
+    dub[rate * 3 : rate * 5] = 0.3 * np.sin(2 * np.pi * 200 * t)  # dialogue from 3 s to 5 s
+    plain = render_mix(dub, background, rate, 2, -20.0)
+    ducked = render_mix(dub, background, rate, 2, -20.0, duck_db=10.0)
+    quiet = slice(0, rate * 2)  # well before the attack
+    assert np.allclose(ducked.audio[quiet], plain.audio[quiet], atol=1e-6)
+    # under the dialogue the background sits 10 dB lower: compare the bed alone (mix minus dialogue)
+    speech = slice(int(rate * 3.5), int(rate * 4.5))
+    bed_plain = plain.audio[speech] - (dub[speech] * 10 ** (plain.gain_db / 20))[:, None]
+    bed_ducked = ducked.audio[speech] - (dub[speech] * 10 ** (ducked.gain_db / 20))[:, None]
+    ratio_db = 20 * np.log10(np.sqrt(np.mean(bed_ducked**2)) / np.sqrt(np.mean(bed_plain**2)))
+    assert abs(ratio_db + 10.0) < 0.5
+    assert abs(ducked.integrated_lufs - (-20.0)) < 1.0
