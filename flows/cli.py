@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from models.errors import DubError, InputError
+from models.errors import ConfigError, DubError, InputError
 from tasks.parallel import CANCELLED, Cancelled
 
 EPILOG = """\
@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verify-threshold", type=float, default=0.3, help="flag lines above this error rate")
     p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
+    p.add_argument(
+        "--task-runner",
+        choices=["thread", "dask"],
+        help="run per-language stages on threads (default) or on a Dask cluster (prefect-dask)",
+    )
+    p.add_argument(
+        "--dask-address", metavar="tcp://HOST:8786", help="existing Dask scheduler (default: local)"
+    )
     p.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr (job, stage, line)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -407,8 +415,17 @@ def main(argv: list[str] | None = None) -> int:
         configure_prefect_environment(debug=args.debug, json_logs=args.log_json)
         from flows.dub import dub
 
+        flow = dub
+        if args.task_runner or args.dask_address:
+            from flows.serve import make_task_runner
+
+            try:
+                runner = make_task_runner(args.task_runner, args.dask_address)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            flow = dub.with_options(task_runner=runner)
         try:
-            result = dub(config)
+            result = flow(config)
         finally:
             quiet_shutdown()
     except DubError as exc:

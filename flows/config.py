@@ -18,6 +18,8 @@ from models.languages import LANGUAGES, get_language
 TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
 MT_DEFAULT_MODEL = "qwen-mt-flash"
 CACHE_ENV = "QWENDUB_CACHE_DIR"
+# The ten languages as a Literal, so Prefect's UI renders `langs` as a multi-select of exactly these
+LanguageCode = Literal["zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru"]
 
 
 def default_cache_dir() -> Path:
@@ -32,8 +34,10 @@ class DubConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     video: Path = Field(description="Input video file")
-    langs: list[str] = Field(
-        description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru"
+    langs: list[LanguageCode] = Field(
+        description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru",
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
     )
     out: Path | None = Field(default=None, description="Output folder (default out/<video name>/)")
     voice: str | None = Field(
@@ -124,21 +128,19 @@ class DubConfig(BaseModel):
 
     @field_validator("langs", mode="before")
     @classmethod
-    def _split_langs(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [v for v in (p.strip() for p in value.split(",")) if v]
-        return value
-
-    @field_validator("langs")
-    @classmethod
-    def _known_langs(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("give at least one target language")
+    def _known_langs(cls, value: object) -> object:
+        """ "ja,EN, Korean" or a list -> ["ja", "en", "ko"]: codes or English names, order kept, repeats
+        dropped, unknown ones refused (one line naming them)."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
         codes: list[str] = []
-        for v in value:
-            code = get_language(v).code
-            if code not in codes:
+        for item in items:
+            text = str(item).strip()
+            if text and (code := get_language(text).code) not in codes:
                 codes.append(code)
+        if not codes:
+            raise ValueError("give at least one target language")
         return codes
 
     @field_validator("source_lang")

@@ -7,8 +7,6 @@ probe -> extract audio -> separate -> transcribe -> segment -> [per language, in
 translate -> synthesize -> assemble (fit, place, mix, subtitles) -> remux -> report
 """
 
-from __future__ import annotations
-
 if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect is imported
     from flows.cli import main
 
@@ -22,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import DubConfig
+from flows.serve import make_task_runner
 from models.languages import get_language
 from tasks.assemble import assemble, measure_source_loudness
 from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
@@ -96,7 +94,7 @@ def clone_report_for(grant: Any, config: DubConfig, synth: Any) -> dict[str, Any
 @flow(
     name="dub",
     flow_run_name="dub-{config.video.stem}",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_LANGUAGES),  # type: ignore[arg-type]
+    task_runner=make_task_runner(workers=MAX_PARALLEL_LANGUAGES),
     log_prints=False,
 )
 def dub(config: DubConfig) -> DubResult:

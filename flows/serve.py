@@ -46,10 +46,11 @@ def make_task_runner(
     dask:   prefect-dask's DaskTaskRunner, on the scheduler at `address`, or on a temporary in-process
             cluster (1 worker, `workers` threads) when no address is given.
     `kind` and `address` default to $QWENDUB_TASK_RUNNER and $QWENDUB_DASK_ADDRESS, so a work pool's
-    job variables can choose the runner for deployed runs without a code change.
+    job variables can choose the runner for deployed runs without a code change; an address alone means
+    dask.
     """
-    kind = (kind or os.environ.get(TASK_RUNNER_ENV) or "thread").strip().lower()
     address = address or os.environ.get(DASK_ADDRESS_ENV) or None
+    kind = (kind or os.environ.get(TASK_RUNNER_ENV) or ("dask" if address else "thread")).strip().lower()
     if kind == "thread":
         if address:
             raise ValueError("--dask-address needs --task-runner dask")

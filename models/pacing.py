@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 WINDOW_S = 60.0
+# Requests that leave at the edge of the window can arrive just inside the server's: a small margin
+# (2 % of the window) removes those 429s at no measurable cost in throughput (bench/synth_throughput.py).
+MARGIN_S = 1.0
 
 
 class RateLimiter:
@@ -32,12 +35,12 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                while self._starts and now - self._starts[0] >= WINDOW_S:
+                while self._starts and now - self._starts[0] >= WINDOW_S + MARGIN_S:
                     self._starts.popleft()
                 if len(self._starts) < self.rpm:
                     self._starts.append(now)
                     return
-                wait = WINDOW_S - (now - self._starts[0])
+                wait = WINDOW_S + MARGIN_S - (now - self._starts[0])
             self._sleep(max(wait, 0.001))
 
     @contextmanager
