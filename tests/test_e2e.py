@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -427,7 +428,7 @@ def test_over_long_lines_are_shortened_through_the_chat_model(job, tmp_path: Pat
 
 
 def _consent(tmp_path: Path, languages: list[str]) -> Path:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from tasks.consent import add_record
 
@@ -438,7 +439,7 @@ def _consent(tmp_path: Path, languages: list[str]) -> Path:
     add_record(
         ledger, speaker_id="narrator", speaker_name="Sample Narrator", granted_by="Sample Narrator",
         document=document, permitted_languages=["ja", "ko"], permitted_uses=["dubbing of the sample channel"],
-        expires_at=datetime.now(timezone.utc) + timedelta(days=30),
+        expires_at=datetime.now(UTC) + timedelta(days=30),
     )  # fmt: skip
     return ledger
 
