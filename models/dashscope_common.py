@@ -101,3 +101,45 @@ def upstream_error(what: str, response: Any) -> UpstreamError:
         transient=is_transient(status, code),
         retry_after_s=retry_after_seconds(getattr(response, "headers", None)),
     )
+
+
+class DashScopeTextClient:
+    """What the text-generation adapters share (Qwen-MT, the shortening chat model): region endpoint,
+    account-wide pacing, retry policy, the key checked up front, and one paced `Generation.call` that
+    returns the reply text or raises a classified UpstreamError."""
+
+    def __init__(
+        self, *, model: str, region: str, rpm: int, concurrency: int, retry: Any, require_key: bool
+    ) -> None:
+        from models.pacing import shared_limiter
+        from models.retry import RetryPolicy
+
+        self.model = model
+        self.region = region
+        self.endpoint = Endpoint.for_region(region)
+        self.retry = retry or RetryPolicy()
+        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
+        # checked at construction so a job fails before work; dry runs (cost estimates) need no key
+        self._api_key = api_key_from_env() if require_key else None
+
+    def _generate(self, what: str, messages: list[dict[str, str]], **options: Any) -> str:
+        from dashscope import Generation  # lazy: keeps --help fast
+
+        with self.limiter.slot():
+            response: Any = Generation.call(
+                model=self.model,
+                api_key=self._api_key or api_key_from_env(),
+                messages=messages,  # type: ignore[arg-type]
+                result_format="message",
+                base_address=self.endpoint.http_base_url,
+                **options,
+            )
+        if response.status_code != 200:
+            raise upstream_error(what, response)
+        try:
+            content = response.output.choices[0].message.content
+        except (AttributeError, IndexError, KeyError, TypeError):
+            content = None
+        if not isinstance(content, str) or not content.strip():
+            raise UpstreamError(f"{what} came back empty", code="EmptyTranslation")
+        return content.strip()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
+from models.dashscope_common import DashScopeTextClient
 from models.errors import UpstreamError
 from models.languages import Language
-from models.pacing import shared_limiter
 from models.retry import RetryPolicy, call_with_retries
 
 DEFAULT_SHORTEN_MODEL = "qwen-flash"
@@ -54,7 +53,7 @@ def clean_reply(reply: str) -> str:
     return " ".join(text.split())
 
 
-class DashScopeShortener:
+class DashScopeShortener(DashScopeTextClient):
     route = "api"
 
     def __init__(
@@ -67,11 +66,9 @@ class DashScopeShortener:
         retry: RetryPolicy | None = None,
         require_key: bool = True,
     ) -> None:
-        self.model = model
-        self.endpoint = Endpoint.for_region(region)
-        self.retry = retry or RetryPolicy()
-        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
-        self._api_key = api_key_from_env() if require_key else None
+        super().__init__(
+            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"route": self.route, "model": self.model, "prompt": PROMPT_VERSION}
@@ -83,23 +80,8 @@ class DashScopeShortener:
         return call_with_retries(lambda: self._request(prompt), self.retry)
 
     def _request(self, prompt: str) -> str:
-        from dashscope import Generation
-
-        with self.limiter.slot():
-            response: Any = Generation.call(
-                model=self.model,
-                api_key=self._api_key or api_key_from_env(),
-                messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],  # type: ignore[list-item]
-                result_format="message",
-                base_address=self.endpoint.http_base_url,
-            )
-        if response.status_code != 200:
-            raise upstream_error("shortening", response)
-        try:
-            content = response.output.choices[0].message.content
-        except (AttributeError, IndexError, KeyError, TypeError):
-            content = None
-        text = clean_reply(content) if isinstance(content, str) else ""
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        text = clean_reply(self._generate("shortening", messages))
         if not text:
             raise UpstreamError("shortening came back empty", code="EmptyTranslation")
         return text
