@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import InputError
+from models.errors import DubError
 from models.glossary import load_glossary, missing_terms, terms_for
 
 
@@ -33,9 +33,10 @@ def test_csv_and_json_glossaries(tmp_path: Path) -> None:
 def test_bad_glossaries_are_one_clear_error(tmp_path: Path, name: str, body: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(body)
-    with pytest.raises(Exception, match=message) as err:
+    with pytest.raises(DubError, match=message) as err:
         load_glossary(path)
-    assert isinstance(err.value, InputError) or "language" in message
+    assert err.value.exit_code == 2  # a user error: one line, exit 2 (InputError or ConfigError)
+    assert "\n" not in str(err.value)
 
 
 def test_missing_terms_are_found() -> None:
