@@ -111,14 +111,17 @@ class DashScopeTextClient:
     def __init__(
         self, *, model: str, region: str, rpm: int, concurrency: int, retry: Any, require_key: bool
     ) -> None:
-        from models.pacing import shared_limiter
+        from models.pacing import global_limit_name, shared_limiter
         from models.retry import RetryPolicy
 
         self.model = model
         self.region = region
         self.endpoint = Endpoint.for_region(region)
         self.retry = retry or RetryPolicy()
-        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
+        # Qwen-MT and the shortening chat model both answer to the MT global rate limit, if one is named
+        self.limiter = shared_limiter(
+            self.endpoint.http_base_url, model, rpm, concurrency, global_limit_name("mt")
+        )
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 

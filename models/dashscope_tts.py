@@ -21,7 +21,7 @@ from models.base import SynthesizedClip
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.errors import ConfigError, UpstreamError
 from models.languages import Language
-from models.pacing import shared_limiter
+from models.pacing import global_limit_name, shared_limiter
 from models.retry import CallStats, RetryPolicy, call_with_retries
 from models.text_split import split_text
 from models.voices import INSTRUCT_MODELS, resolve_voice
@@ -61,7 +61,9 @@ class DashScopeTTS:
         self.stream = stream
         self.endpoint = Endpoint.for_region(region)
         self.retry = retry or RetryPolicy()
-        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
+        self.limiter = shared_limiter(
+            self.endpoint.http_base_url, model, rpm, concurrency, global_limit_name("tts")
+        )
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 

@@ -31,7 +31,7 @@ from typing import Any
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.dashscope_tts import DashScopeTTS
 from models.errors import ConfigError, InputError, UpstreamError
-from models.pacing import shared_limiter
+from models.pacing import global_limit_name, shared_limiter
 from models.retry import TRANSPORT_ERRORS, RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,12 @@ class DashScopeCloneTTS(DashScopeTTS):
         self.stream = stream
         self.endpoint = Endpoint.for_region(region)
         self.retry = retry or RetryPolicy()
-        self.limiter = shared_limiter(self.endpoint.http_base_url, model, rpm, concurrency)
+        # Synthesis with a cloned voice is TTS traffic (one request per segment): the TTS global rate limit
+        # paces it too. Sharing it with the system-voice model is conservative (DashScope counts RPM per
+        # model). Enrollment takes no slot: one request per speaker, cached on disk.
+        self.limiter = shared_limiter(
+            self.endpoint.http_base_url, model, rpm, concurrency, global_limit_name("tts")
+        )
         self._api_key = api_key_from_env() if require_key else None
         self.speaker_id = speaker_id
         self.reference_sha256 = reference_sha256
