@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="terms translated a fixed way: CSV source,target,language or JSON",
     )
     p.add_argument(
+        "--mt-domain",
+        metavar="TEXT",
+        help="Qwen-MT domain hint in English (translation_options.domains), e.g. "
+        "'Cooking show, informal'; default: spoken dialogue translated for dubbing",
+    )
+    p.add_argument(
         "--translator-model",
         metavar="NAME_OR_DIR",
         help="local translator LLM: Hugging Face id or directory "
@@ -232,6 +238,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "subtitles": args.subtitles,
         "translator_model": args.translator_model,
         "glossary": args.glossary,
+        "mt_domain": args.mt_domain,
         "tts_local_model": args.tts_local_model,
         "tts_size": args.tts_size,
         "voice_design": args.voice_design,
@@ -417,13 +424,13 @@ def main(argv: list[str] | None = None) -> int:
 
         flow = dub
         if args.task_runner or args.dask_address:
-            from flows.serve import make_task_runner
+            from flows.runners import make_task_runner
 
             try:
                 runner = make_task_runner(args.task_runner, args.dask_address)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-            flow = dub.with_options(task_runner=runner)
+            flow = dub.with_options(task_runner=runner)  # type: ignore[arg-type]
         try:
             result = flow(config)
         finally:

@@ -82,6 +82,11 @@ class DubConfig(BaseModel):
     )
     clone_ref_text: str | None = Field(default=None, description="Transcript of --clone-ref")
     glossary: Path | None = Field(default=None, description="Glossary CSV/JSON: terms translated a fixed way")
+    mt_domain: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Qwen-MT style hint in English, e.g. 'Cooking show, informal' (default: dubbing)",
+    )
     translator_model: str | None = Field(
         default=None, description="Local translator: Hugging Face id or directory (default by device)"
     )

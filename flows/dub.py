@@ -2,9 +2,10 @@
 
     python -m flows.dub VIDEO --langs ja,en,ko        (see flows/cli.py for every option)
 
-Stages (one Prefect task each, files between them):
+Stages (Prefect tasks, files between them):
 probe -> extract audio -> separate -> transcribe -> segment -> [per language, in parallel]
-translate -> synthesize -> assemble (fit, place, mix, subtitles) -> remux -> report
+translate-<lang> -> [per line needing audio] tts-<lang>-<index> (synthesize, shorten if over the cap,
+fit to the slot) -> lines-<lang> -> assemble-<lang> (place, mix, subtitles) -> remux -> report
 """
 
 if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect is imported
@@ -13,7 +14,7 @@ if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect
     raise SystemExit(main())
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,23 +23,21 @@ from typing import Any
 from prefect import flow
 
 from flows.config import DubConfig
-from flows.serve import make_task_runner
+from flows.runners import make_task_runner
 from models.languages import get_language
 from tasks.assemble import assemble, measure_source_loudness
 from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
 from tasks.files import write_json_atomic
 from tasks.job import JobPaths
+from tasks.line import LanguageLines, dub_line, finish_lines
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import DISCLOSURE, build_report, write_report
 from tasks.segment import import_plan, segment
 from tasks.separate import separate
-from tasks.shorten import shorten
-from tasks.synthesize import synthesize
+from tasks.synthesize import audit_clone_use, synthesize
 from tasks.transcribe import transcribe
 from tasks.translate import translate
 from tasks.verify import verify
-
-MAX_PARALLEL_LANGUAGES = 4  # languages share one API rate limit; more threads would only wait
 
 
 @dataclass(frozen=True)
@@ -91,10 +90,69 @@ def clone_report_for(grant: Any, config: DubConfig, synth: Any) -> dict[str, Any
     return clone_report(grant, config.tts, synth)
 
 
+def synthesize_all(
+    langs: Sequence[str],
+    source_lang: str,
+    translated: Mapping[Any, list[Any]],
+    config: DubConfig,
+    job: JobPaths,
+) -> dict[str, LanguageLines]:
+    """Every line of every language: a `tts-<lang>-<index>` task run per line that needs new audio
+    (synthesis, shortening, fitting; spread over the task runner's workers, Dask included), then one
+    `lines-<lang>` task per language as soon as its lines are done (cached lines are finished there).
+    The local route first synthesises each language in batches on the device (`synthesize-<lang>`):
+    lines of similar length share a generate call, which per-line tasks could not do."""
+    from prefect.futures import as_completed
+
+    from tasks.line import line_worker
+    from tasks.progress import StageProgress
+
+    futures: dict[str, list[Any]] = {}
+    for code in langs:
+        lines = translated[code]
+        if config.tts == "local":
+            synthesize.submit(code, lines, config, job.clips_dir(code), job.clips_manifest(code)).result()
+            futures[code] = []
+            continue
+        if config.clone:
+            audit_clone_use(config, code, len(lines))
+        worker = line_worker(code, source_lang, config, job.clips_dir(code))
+        task = dub_line.with_options(tags=[f"lang:{code}", "tts"])
+        futures[code] = [
+            task.submit(code, ln.index, source_lang, ln, config, job.clips_dir(code))
+            for ln in lines
+            if not worker.is_cached(ln)
+        ]
+    remaining = {code: len(futs) for code, futs in futures.items()}
+    owner = {fut: code for code, futs in futures.items() for fut in futs}
+    # per language, in the UI and the log, as lines finish (cached lines count as done)
+    progress = {
+        code: StageProgress(f"synthesize-{code}", len(translated[code]), unit="lines") for code in futures
+    }
+    for code, n in remaining.items():
+        progress[code].set(len(translated[code]) - n)
+
+    def finish(code: str) -> Any:
+        return finish_lines.with_options(tags=[f"lang:{code}"]).submit(
+            code, source_lang, translated[code], [f.result() for f in futures[code]], config,
+            job.clips_dir(code), job.clips_manifest(code), job.lines(code),
+        )  # fmt: skip
+
+    finishing = {code: finish(code) for code, n in remaining.items() if n == 0}
+    for fut in as_completed(list(owner)):
+        code = owner[fut]
+        fut.result()  # the first failed line fails the job (its error names the line)
+        remaining[code] -= 1
+        progress[code].advance()
+        if remaining[code] == 0:
+            finishing[code] = finish(code)
+    return {code: finishing[code].result() for code in langs}
+
+
 @flow(
     name="dub",
     flow_run_name="dub-{config.video.stem}",
-    task_runner=make_task_runner(workers=MAX_PARALLEL_LANGUAGES),
+    task_runner=make_task_runner(),  # type: ignore[arg-type]  # a concurrent-future runner
     log_prints=False,
 )
 def dub(config: DubConfig) -> DubResult:
@@ -152,34 +210,14 @@ def dub(config: DubConfig) -> DubResult:
             code: translate.submit(code, source_lang, lines, config, job.lines(code)) for code in langs
         }
         translated = {code: fut.result() for code, fut in translating.items()}
-    with clock.stage("synthesize"):
-        synthesizing = {
-            code: synthesize.submit(
-                code, translated[code], config, job.clips_dir(code), job.clips_manifest(code)
-            )
-            for code in langs
-        }
-        synthesized = {code: fut.result() for code, fut in synthesizing.items()}
-    with clock.stage("shorten"):
-        shortening = {
-            code: shorten.submit(
-                code,
-                source_lang,
-                translated[code],
-                synthesized[code][0],
-                config,
-                job.clips_dir(code),
-                job.lines(code),
-            )  # fmt: skip
-            for code in langs
-        }
-        fitted = {code: fut.result() for code, fut in shortening.items()}
+    with clock.stage("synthesize"):  # per line: synthesis, the shortening loop, fitting
+        finished = synthesize_all(langs, source_lang, translated, config, job)
     with clock.stage("assemble"):
         assembling = {
             code: assemble.submit(
                 code,
-                fitted[code][0],
-                fitted[code][1],
+                finished[code].lines,
+                finished[code].clips,
                 stems.background,
                 stems.key,
                 rate,
@@ -193,6 +231,7 @@ def dub(config: DubConfig) -> DubResult:
                 job.stem(code) if config.split_outputs else None,
                 job.srt(code),
                 job.vtt(code),
+                finished[code].fits,
             )  # fmt: skip
             for code in langs
         }
@@ -204,7 +243,7 @@ def dub(config: DubConfig) -> DubResult:
                 t.language: verify.submit(
                     t.language,
                     Path(t.audio_file),
-                    fitted[t.language][0],
+                    finished[t.language].lines,
                     t.timings,
                     config.asr_model,
                     job.verify(t.language),
@@ -260,7 +299,7 @@ def dub(config: DubConfig) -> DubResult:
             "lines": len(lines),
         },
         tracks=tracks,
-        synthesis={code: {**synthesized[code][1], **asdict(fitted[code][2])} for code in langs},
+        synthesis={code: {**finished[code].synthesis, **asdict(finished[code].shorten)} for code in langs},
         verification=verified,
         outputs={
             "video": str(final),

@@ -21,58 +21,18 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from flows.runners import DASK_ADDRESS_ENV, TASK_RUNNER_ENV, make_task_runner
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from prefect.deployments.runner import RunnerDeployment
-    from prefect.task_runners import TaskRunner
 
 DEPLOYMENT_NAME = "dub"
-TASK_RUNNER_ENV = "QWENDUB_TASK_RUNNER"  # thread (default) | dask
-DASK_ADDRESS_ENV = "QWENDUB_DASK_ADDRESS"  # tcp://scheduler:8786; unset: a local cluster per flow run
-LANGUAGE_WORKERS = 4  # = flows.dub.MAX_PARALLEL_LANGUAGES: languages share one API limit
 
 # What the UI's run form is pre-filled with. A run's `config` replaces this object as a whole (Prefect
 # merges parameters by top-level name only), so every run names its own video and languages.
 EXAMPLE_PARAMETERS: dict[str, Any] = {
     "config": {"video": "media_samples/sample.mp4", "langs": ["ja", "en", "ko"], "separator": "none"}
 }
-
-
-def make_task_runner(
-    kind: str | None = None, address: str | None = None, workers: int = LANGUAGE_WORKERS
-) -> TaskRunner:
-    """The task runner for the per-language stages (translate, synthesize, shorten, assemble).
-
-    thread: a thread pool in the flow-run process (the default; API-bound stages need nothing more).
-    dask:   prefect-dask's DaskTaskRunner, on the scheduler at `address`, or on a temporary in-process
-            cluster (1 worker, `workers` threads) when no address is given.
-    `kind` and `address` default to $QWENDUB_TASK_RUNNER and $QWENDUB_DASK_ADDRESS, so a work pool's
-    job variables can choose the runner for deployed runs without a code change; an address alone means
-    dask.
-    """
-    address = address or os.environ.get(DASK_ADDRESS_ENV) or None
-    kind = (kind or os.environ.get(TASK_RUNNER_ENV) or ("dask" if address else "thread")).strip().lower()
-    if kind == "thread":
-        if address:
-            raise ValueError("--dask-address needs --task-runner dask")
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if kind == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError as exc:  # an optional extra: say what to install
-            raise ValueError("--task-runner dask needs prefect-dask (pip install prefect-dask)") from exc
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": 1,
-                "threads_per_worker": workers,
-                "processes": False,
-                "dashboard_address": None,
-            }
-        )
-    raise ValueError(f"unknown task runner {kind!r}: expected thread or dask")
 
 
 def resolve_annotations(flow: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,7 +108,17 @@ class Translator(Protocol):
         """Everything besides the text that determines the output (for cache keys)."""
         ...
 
-    def translate(self, text: str, source: Language | None, target: Language) -> str: ...
+    def translate(
+        self,
+        text: str,
+        source: Language | None,
+        target: Language,
+        context: Sequence[tuple[str, str]] = (),
+        keep: Mapping[str, str] | None = None,
+    ) -> str:
+        """`context`: (source, translation) of the lines just before, oldest first. `keep`: terms this
+        line's translation must contain (source -> target), on top of the glossary."""
+        ...
 
 
 class SpeechSynthesizer(Protocol):

@@ -522,8 +522,16 @@ class LocalLLMTranslator:
             "generation": self.params.as_dict(),
         }
 
-    def translate(self, text: str, source: Language | None, target: Language) -> str:
-        return self.translate_batch([TranslationItem(text)], source, target)[0]
+    def translate(
+        self,
+        text: str,
+        source: Language | None,
+        target: Language,
+        context: Sequence[tuple[str, str]] = (),
+        keep: Mapping[str, str] | None = None,
+    ) -> str:
+        item = TranslationItem(text, previous=[s for s, _ in context], glossary=dict(keep or {}))
+        return self.translate_batch([item], source, target)[0]
 
     # -- batch API
 

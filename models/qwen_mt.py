@@ -1,10 +1,14 @@
 """Qwen-MT translation through the dashscope SDK (`Generation.call` with `translation_options`).
 
-Qwen-MT takes exactly one user message (no system prompt); languages are given by English name.
+Qwen-MT takes exactly one user message (no system prompt); languages are given by English name. What
+else it knows comes through translation_options: `terms` (glossary, plus the numbers and names a retry
+must keep), `tm_list` (translation memory: the previous lines of the scene with their translations, our
+way of showing it the neighbouring lines) and `domains` (an English style hint).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from models.dashscope_common import DashScopeTextClient
@@ -12,6 +16,12 @@ from models.languages import Language
 from models.retry import RetryPolicy, call_with_retries
 
 DEFAULT_MT_MODEL = "qwen-mt-flash"
+# The style hint sent as translation_options.domains (Qwen-MT wants it in English): dubbing needs spoken,
+# concise lines, and the service has no other way to hear about the time budget.
+DEFAULT_DOMAIN = (
+    "Spoken dialogue and narration from a video, translated for dubbing: natural, conversational, "
+    "consistent with the previous lines, and no longer than the original when spoken."
+)
 QWEN_MT_MODELS = ("qwen-mt-flash", "qwen-mt-plus", "qwen-mt-lite", "qwen-mt-turbo")
 
 
@@ -34,22 +44,42 @@ class QwenMTTranslator(DashScopeTextClient):
             model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
         )
         self.terms = terms or {}  # target code -> {source term: target term}
-        self.domain = domain
+        self.domain = DEFAULT_DOMAIN if domain is None else domain.strip()
 
     def identity(self) -> dict[str, Any]:
         return {"route": self.route, "model": self.model, "terms": self.terms, "domain": self.domain or ""}
 
-    def translate(self, text: str, source: Language | None, target: Language) -> str:
-        return call_with_retries(lambda: self._request(text, source, target), self.retry)
+    def translate(
+        self,
+        text: str,
+        source: Language | None,
+        target: Language,
+        context: Sequence[tuple[str, str]] = (),
+        keep: Mapping[str, str] | None = None,
+    ) -> str:
+        """`context`: (source, translation) pairs of the lines just before, oldest first (sent as tm_list).
+        `keep`: extra terms for this line only (source -> required target), e.g. numbers and names a first
+        translation lost."""
+        return call_with_retries(lambda: self._request(text, source, target, context, keep), self.retry)
 
-    def _request(self, text: str, source: Language | None, target: Language) -> str:
+    def _request(
+        self,
+        text: str,
+        source: Language | None,
+        target: Language,
+        context: Sequence[tuple[str, str]] = (),
+        keep: Mapping[str, str] | None = None,
+    ) -> str:
         options: dict[str, Any] = {
             "source_lang": source.name if source else "auto",
             "target_lang": target.name,
         }
-        terms = self.terms.get(target.code)
+        terms = {**self.terms.get(target.code, {}), **(keep or {})}
         if terms:
             options["terms"] = [{"source": s, "target": t} for s, t in terms.items()]
+        memory = [{"source": s, "target": t} for s, t in context if s.strip() and t.strip()]
+        if memory:
+            options["tm_list"] = memory
         if self.domain:
             options["domains"] = self.domain
         # one user message only: Qwen-MT rejects a system prompt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -20,13 +21,16 @@ from tasks.files import (
     read_json,
     write_json_atomic,
 )
-from tasks.fit import fit_clip_to_slot, place_clips
+from tasks.fit import FitResult, fit_clip_to_slot, place_clips
 from tasks.media import STAGE, encode_audio
 from tasks.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
 from tasks.progress import stage_logger
 from tasks.subtitles import cues_for_track, write_srt, write_vtt
 from tasks.synthesize import ClipRecord
 from tasks.translate import TranslatedLine
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tasks.line import FittedClip
 
 
 @dataclass
@@ -75,13 +79,23 @@ def assemble_track(
     target_lufs: float,
     max_speedup: float,
     duck_db: float = 0.0,
+    fitted: list[FittedClip] | None = None,
 ) -> tuple[MixResult, list[LineTiming]]:
+    """`fitted`: the clips already fitted to their slots (per-line tasks, tasks/line.py); without it
+    every clip is fitted here."""
     fits, timings = [], []
-    for line, clip in zip(lines, clips, strict=True):
-        audio, clip_rate = sf.read(clip.path, dtype="float32")
-        if audio.ndim > 1:
-            audio = audio.mean(axis=1)
-        fit = fit_clip_to_slot(audio, clip_rate, line.start, line.slot_end, max_speedup)
+    for n, (line, clip) in enumerate(zip(lines, clips, strict=True)):
+        if fitted is not None:
+            done = fitted[n]
+            audio, clip_rate = sf.read(done.path, dtype="float32")
+            fit = FitResult(
+                audio, line.start, audio.size / clip_rate, done.speed, done.truncated_s, done.source_duration
+            )
+        else:
+            audio, clip_rate = sf.read(clip.path, dtype="float32")
+            if audio.ndim > 1:
+                audio = audio.mean(axis=1)
+            fit = fit_clip_to_slot(audio, clip_rate, line.start, line.slot_end, max_speedup)
         fit.audio = resample(fit.audio, clip_rate, rate)
         fits.append(fit)
         timings.append(
@@ -120,6 +134,7 @@ def assemble(
     stem_wav: Path | None,
     srt_path: Path,
     vtt_path: Path,
+    fitted: list[FittedClip] | None = None,
 ) -> TrackResult:
     language = get_language(lang_code)
     # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
@@ -147,7 +162,7 @@ def assemble(
         background = resample(background, bg_rate, rate)[:total]
         background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
     mix, timings = assemble_track(
-        lines, clips, background, rate, channels, total, target_lufs, max_speedup, duck_db
+        lines, clips, background, rate, channels, total, target_lufs, max_speedup, duck_db, fitted
     )
     encode_audio(mix.audio, rate, audio_out, audio_codec, channels=mix.channels)
     if stem_wav is not None:  # --split-outputs: the dub track as a 24-bit WAV stem

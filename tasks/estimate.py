@@ -11,12 +11,13 @@ from prefect import task
 
 from models.billing import billed_characters, estimate_billed_characters, price
 from models.errors import ConfigError, DubError
+from models.glossary import terms_for
 from models.languages import Language, get_language
 from tasks.media import STAGE
 from tasks.progress import stage_logger
 from tasks.segment import Line
 from tasks.synthesize import ClipCache, clip_key, make_synthesizer
-from tasks.translate import TranslationCache, translation_key, translator_for
+from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
 
 
 class BudgetExceededError(DubError):
@@ -46,10 +47,11 @@ def estimate_language(
     if source is None or source.code != target.code:
         translator = translator_for(config, require_key=False)
     characters, to_synthesize, exact = 0, 0, True
-    for line in lines:
-        text: str | None = line.text
-        if translator is not None:
-            text = mt_cache.get(translation_key(translator.identity(), source, target, line.text))
+    texts: list[str | None] = [line.text for line in lines]
+    if translator is not None:
+        terms = terms_for(glossary_of(config), target.code)
+        texts = cached_translations(lines, source, target, translator, mt_cache, terms)
+    for line, text in zip(lines, texts, strict=True):
         if text is not None and clips.get(clip_key(identity, target.code, text)) is not None:
             continue
         to_synthesize += 1

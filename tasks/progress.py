@@ -65,3 +65,14 @@ class StageProgress:
                     update_progress_artifact(self._artifact, pct)
                 except Exception:  # noqa: BLE001 - progress is best-effort, never fails a stage
                     self._artifact = None
+
+
+class NullProgress(StageProgress):
+    """Progress nobody watches (work done inline for one line): no log lines, no artifact."""
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately skips StageProgress.__init__
+        self.total, self._done = 1.0, 0.0
+        self._lock = threading.Lock()
+
+    def set_locked(self, done: float) -> None:
+        self._done = done

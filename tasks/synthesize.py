@@ -26,7 +26,7 @@ from models.retry import RetryPolicy
 from tasks.files import atomic_path, content_key, read_json, write_json_atomic
 from tasks.media import STAGE
 from tasks.parallel import map_lines
-from tasks.progress import StageProgress, stage_logger
+from tasks.progress import NullProgress, StageProgress, stage_logger
 from tasks.translate import TranslatedLine
 
 
@@ -160,18 +160,23 @@ def synthesize_lines(
     workers: int,
     region: str,
     batch_size: int = 8,
+    quiet: bool = False,
 ) -> tuple[list[ClipRecord], dict[str, float]]:
+    """`quiet`: no cost line and no progress artifact (a per-line task synthesising its one line)."""
     log = stage_logger()
     identity = synth.identity()
     keys = [clip_key(identity, language.code, ln.text) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
     estimate_chars = sum(billed_characters(ln.text) for ln in missing)
     cost, currency = price(estimate_chars, region) if identity.get("route") == "api" else (0.0, "")
-    log.info(
-        "estimate lang=%s lines_to_synthesize=%d cached=%d characters=%d cost=%.4f %s",
-        language.code, len(missing), len(lines) - len(missing), estimate_chars, cost, currency,
-    )  # fmt: skip
-    progress = StageProgress(f"synthesize-{language.code}", len(lines), unit="lines")
+    if not quiet:
+        log.info(
+            "estimate lang=%s lines_to_synthesize=%d cached=%d characters=%d cost=%.4f %s",
+            language.code, len(missing), len(lines) - len(missing), estimate_chars, cost, currency,
+        )  # fmt: skip
+    progress = (
+        NullProgress() if quiet else StageProgress(f"synthesize-{language.code}", len(lines), unit="lines")
+    )
     totals = {"billed_characters": 0.0, "requests": 0.0, "attempts": 0.0, "guard_flagged": 0.0}
     lock = threading.Lock()
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from models.base import Translator
 from models.errors import ConfigError, UpstreamError
 from models.glossary import Glossary, load_glossary, missing_terms, terms_for
 from models.languages import LANGUAGES, Language, get_language
+from models.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
 from models.retry import RetryPolicy
 from models.speech_rate import character_budget, estimate_seconds
 from tasks.files import content_key, read_json, write_json_atomic
@@ -34,6 +36,7 @@ class TranslatedLine:
     estimate_s: float = 0.0  # estimated spoken duration of `text`
     edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
     shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)
+    unkept: list[str] = field(default_factory=list)  # numbers/units/names lost in translation
 
     @property
     def slot_end(self) -> float:
@@ -87,6 +90,7 @@ def make_translator(
     require_key: bool = True,
     local_model: str | None = None,
     glossary: Glossary | None = None,
+    domain: str | None = None,
 ) -> Translator:
     if route == "api":
         from models.qwen_mt import QwenMTTranslator
@@ -94,7 +98,7 @@ def make_translator(
         terms = {code: terms_for(glossary, code) for code in LANGUAGES} if glossary else None
         return QwenMTTranslator(
             model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry,
-            require_key=require_key, terms=terms,
+            require_key=require_key, terms=terms, domain=domain,
         )  # fmt: skip
     if route == "local":
         from models.local_translator import LocalLLMTranslator
@@ -103,12 +107,14 @@ def make_translator(
     raise ConfigError(f"unknown translator route {route!r}")
 
 
-def translation_key(identity: dict[str, Any], source: Language | None, target: Language, text: str) -> str:
-    return content_key("mt-v1", identity, source.code if source else "auto", target.code, text)
+def translation_key(
+    identity: dict[str, Any], source: Language | None, target: Language, text: str, context: Any = None
+) -> str:
+    return content_key("mt-v2", identity, source.code if source else "auto", target.code, text, context)
 
 
 class TranslationCache:
-    """One small JSON file per (translator identity, languages, text) under <cache>/mt/."""
+    """One small JSON file per (translator identity, languages, text, context) under <cache>/mt/."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "mt"
@@ -128,6 +134,124 @@ class TranslationCache:
         write_json_atomic(self.path(key), {"text": text})
 
 
+# Context. The local LLM sees the 2 lines before and the 1 after (source text) in its prompt. Qwen-MT
+# takes one message, so its context is translation memory: the previous lines of the same scene with
+# their translations (tm_list), which keeps names, pronouns and register consistent. That makes a scene
+# sequential; scenes run in parallel. A scene ends at a pause of SCENE_BREAK_S or after SCENE_MAX_LINES,
+# so the grouping depends on the plan's timing only (never on --concurrency), and cache keys are stable.
+CONTEXT_BEFORE, CONTEXT_AFTER = 2, 1
+SCENE_BREAK_S = 2.0  # a silence this long usually ends an exchange
+SCENE_MAX_LINES = 12  # bounds the sequential part: 12 lines at ~1 s per call
+
+
+def scenes(lines: list[Line]) -> list[list[int]]:
+    """Positions in `lines`, grouped into runs of consecutive lines translated in order."""
+    groups: list[list[int]] = []
+    for i, line in enumerate(lines):
+        gap = line.start - lines[i - 1].end if i else float("inf")
+        if not groups or gap >= SCENE_BREAK_S or len(groups[-1]) >= SCENE_MAX_LINES:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
+
+
+def context_positions(lines: list[Line]) -> dict[int, list[int]]:
+    """For each position, the positions of the lines Qwen-MT sees as context (same scene, just before)."""
+    return {i: list(range(max(group[0], i - CONTEXT_BEFORE), i)) for group in scenes(lines) for i in group}
+
+
+@dataclass
+class _Outcome:
+    text: str
+    unkept: list[str]
+    calls: int = 0
+    cached: int = 0
+    kept_retry: bool = False
+
+
+class _LineTranslator:
+    """One line through the engine and the cache, then the checks every translation must pass: a
+    refusal or a non-translation fails the job naming the line; numbers, units and names that did not
+    survive get one retry that asks for them explicitly (Qwen-MT: terms; local LLM: its glossary)."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        cache: TranslationCache,
+        source: Language | None,
+        target: Language,
+        terms: dict[str, str],
+    ) -> None:
+        self.translator, self.cache, self.source, self.target = translator, cache, source, target
+        self.terms = terms
+        self.identity = translator.identity()
+
+    def _call(self, line: Line, context: list[tuple[str, str]], keep: dict[str, str] | None) -> str:
+        try:
+            return self.translator.translate(line.text, self.source, self.target, context=context, keep=keep)
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"translation of line {line.index} ({self.target.code}) failed: {exc.detail}",
+                code=exc.code,
+                status=exc.status,
+            ) from None
+
+    def _cached_or_call(
+        self, key: str, line: Line, context: list[tuple[str, str]], keep: dict[str, str] | None
+    ) -> tuple[str, bool]:
+        text = self.cache.get(key)
+        if text is not None:
+            return text, True
+        text = " ".join(self._call(line, context, keep).split())
+        check_translation(line, text, self.source, self.target)
+        self.cache.put(key, text)
+        return text, False
+
+    def __call__(self, line: Line, context: list[tuple[str, str]]) -> _Outcome:
+        key = translation_key(self.identity, self.source, self.target, line.text, [s for s, _ in context])
+        text, hit = self._cached_or_call(key, line, context, None)
+        outcome = _Outcome(text, [], calls=0 if hit else 1, cached=1 if hit else 0)
+        missing = lost_items(line.text, text, self.source, self.target, self.terms)
+        if forceable(missing):
+            keep = keep_terms(forceable(missing), self.target.code)
+            retry, hit = self._cached_or_call(content_key(key, "keep", keep), line, context, keep)
+            outcome.calls += 0 if hit else 1
+            outcome.kept_retry = True
+            still = lost_items(line.text, retry, self.source, self.target, self.terms)
+            if len(still) < len(missing):
+                outcome.text, missing = retry, still
+        outcome.unkept = [item.surface for item in missing]
+        return outcome
+
+
+def lost_items(
+    source_text: str, text: str, source: Language | None, target: Language, terms: dict[str, str]
+) -> list[Item]:
+    """Numbers, units and names of the source line missing from its translation (glossary terms are
+    checked by the glossary; an auto-detected source outside our ten languages is not checked)."""
+    if source is None:
+        return []
+    return missing_items(source_text, text, source.code, target.code, ignore=terms.keys())
+
+
+def forceable(items: list[Item]) -> list[Item]:
+    """What a retry may demand verbatim: numbers, units, and names that stay in Latin script in every
+    language (acronyms, product names with digits or mixed case). An ordinary capitalised name can have
+    a legitimate exonym (London -> Londres) the checker does not know: forcing it would make the line
+    worse, so it is only reported."""
+    return [item for item in items if item.kind != "name" or is_strict_name(item.surface)]
+
+
+def check_translation(line: Line, text: str, source: Language | None, target: Language) -> None:
+    reason = refusal_reason(line.text, text, source.code if source else None, target.code)
+    if reason:
+        raise UpstreamError(
+            f"translation of line {line.index} ({target.code}) is not usable: {reason} "
+            f"(re-run to try again, or write the line yourself in lines.{target.code}.json)",
+            code="BadTranslation",
+        )
+
+
 def translate_lines(
     lines: list[Line],
     source: Language | None,
@@ -136,58 +260,130 @@ def translate_lines(
     cache: TranslationCache,
     workers: int,
     terms: dict[str, str] | None = None,
+    known: dict[int, str] | None = None,
 ) -> tuple[list[TranslatedLine], dict[str, int]]:
-    """Translate every line (cached per line). Source == target copies the text (no call). `terms`
-    (glossary source -> target) go to the engine: Qwen-MT as translation_options.terms (set on the
-    translator), the local LLM in its prompt."""
-    stats = {"calls": 0, "cached": 0, "copied": 0}
-    stats_lock = threading.Lock()
+    """Translate every line of the plan whose text is not `known` (the user's own translations, index ->
+    text, which still serve as context), cached per line. Source == target copies the text (no call).
+    `terms` (glossary source -> target) go to the engine: Qwen-MT as translation_options.terms (set on
+    the translator), the local LLM in its prompt."""
+    known = known or {}
+    todo = [ln for ln in lines if ln.index not in known]
+    progress = StageProgress(f"translate-{target.code}", len(todo), unit="lines")
+    if source is not None and source.code == target.code:
+        progress.set(len(todo))
+        copied = [TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, ln.text) for ln in todo]
+        return copied, {"calls": 0, "cached": 0, "copied": len(copied), "keep_retries": 0}
+    assert translator is not None
+    if hasattr(translator, "translate_batch"):
+        return _translate_batched(lines, known, source, target, translator, cache, progress, terms or {})
+    one = _LineTranslator(translator, cache, source, target, terms or {})
+    done: dict[int, _Outcome] = {}
+    lock = threading.Lock()
 
-    def count(what: str) -> None:
-        with stats_lock:
-            stats[what] += 1
+    before = context_positions(lines)
 
-    progress = StageProgress(f"translate-{target.code}", len(lines), unit="lines")
+    def scene(positions: list[int]) -> None:
+        for i in positions:  # in order: each line's context is the lines just before it
+            line = lines[i]
+            if line.index in known:
+                continue
+            context = []
+            for j in before[i]:
+                prev = lines[j]
+                with lock:
+                    prev_text = known.get(prev.index) or (done[prev.index].text if prev.index in done else "")
+                context.append((prev.text, prev_text))
+            outcome = one(line, context)
+            with lock:
+                done[line.index] = outcome
+            progress.advance()
 
-    def one(line: Line) -> TranslatedLine:
-        if source is not None and source.code == target.code:
-            count("copied")
-            text = line.text
-        else:
-            assert translator is not None
-            key = translation_key(translator.identity(), source, target, line.text)
-            cached = cache.get(key)
-            if cached is not None:
-                count("cached")
-                text = cached
-            else:
-                try:
-                    text = translator.translate(line.text, source, target)
-                except UpstreamError as exc:
-                    raise UpstreamError(
-                        f"translation of line {line.index} ({target.code}) failed: {exc.detail}",
-                        code=exc.code,
-                        status=exc.status,
-                    ) from None
-                count("calls")
-                cache.put(key, text)
-        return TranslatedLine(line.index, line.start, line.end, line.pause_after, line.text, text)
-
-    if (
-        translator is not None
-        and hasattr(translator, "translate_batch")
-        and not (source is not None and source.code == target.code)
-    ):
-        return _translate_batched(lines, source, target, translator, cache, progress, terms or {})
-    result = map_lines(lines, one, workers, on_done=progress.advance)
-    return result, stats
+    map_lines(scenes(lines), scene, workers)
+    return _collect(todo, done)
 
 
-CONTEXT_BEFORE, CONTEXT_AFTER = 2, 1  # neighbouring lines shown to a local LLM (pronouns, register, terms)
+def _collect(todo: list[Line], done: dict[int, _Outcome]) -> tuple[list[TranslatedLine], dict[str, int]]:
+    stats = {"calls": 0, "cached": 0, "copied": 0, "keep_retries": 0}
+    out = []
+    for ln in todo:
+        o = done[ln.index]
+        stats["calls"] += o.calls
+        stats["cached"] += o.cached
+        stats["keep_retries"] += int(o.kept_retry)
+        out.append(
+            TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, o.text, unkept=o.unkept)
+        )
+    return out, stats
+
+
+def local_items(
+    lines: list[Line], positions: list[int], target: Language, terms: dict[str, str]
+) -> dict[int, Any]:
+    """The local LLM's item per position: the line, its neighbours, its length budget, the glossary."""
+    from models.local_translator import TranslationItem
+
+    return {
+        i: TranslationItem(
+            lines[i].text,
+            previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
+            next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
+            max_chars=character_budget(lines[i].pause_after + lines[i].end - lines[i].start, target.code),
+            glossary=terms,
+            index=lines[i].index,
+        )
+        for i in positions
+    }
+
+
+def cached_translations(
+    lines: list[Line],
+    source: Language | None,
+    target: Language,
+    translator: Translator,
+    cache: TranslationCache,
+    terms: dict[str, str],
+) -> list[str | None]:
+    """What translate_lines would give each line from the cache alone (None where a call is needed):
+    the same keys, context and keep-retry choice, no engine. The cost estimate reads it."""
+    identity = translator.identity()
+    keys: dict[int, str]
+    if hasattr(translator, "translate_batch"):
+        items = local_items(lines, list(range(len(lines))), target, terms)
+        keys = {
+            i: translation_key(identity, source, target, it.text, it.key_fields()) for i, it in items.items()
+        }
+
+        def retry_key(i: int, keep: dict[str, str]) -> str:
+            item = dataclasses.replace(items[i], glossary={**terms, **keep})
+            return translation_key(identity, source, target, item.text, item.key_fields())
+    else:
+        before = context_positions(lines)
+        keys = {
+            i: translation_key(identity, source, target, ln.text, [lines[j].text for j in before[i]])
+            for i, ln in enumerate(lines)
+        }
+
+        def retry_key(i: int, keep: dict[str, str]) -> str:
+            return content_key(keys[i], "keep", keep)
+
+    out: list[str | None] = []
+    for i, line in enumerate(lines):
+        text = cache.get(keys[i])
+        if text is not None:
+            missing = lost_items(line.text, text, source, target, terms)
+            if forceable(missing):
+                retry = cache.get(retry_key(i, keep_terms(forceable(missing), target.code)))
+                if retry is not None and len(lost_items(line.text, retry, source, target, terms)) < len(
+                    missing
+                ):
+                    text = retry
+        out.append(text)
+    return out
 
 
 def _translate_batched(
     lines: list[Line],
+    known: dict[int, str],
     source: Language | None,
     target: Language,
     translator: Any,
@@ -197,44 +393,60 @@ def _translate_batched(
 ) -> tuple[list[TranslatedLine], dict[str, int]]:
     """Local LLM route: every uncached line in batched generate calls, each with its neighbours as
     context (so the cache key includes the context: the same sentence elsewhere may translate
-    differently)."""
-    from models.local_translator import TranslationItem
-
-    items = [
-        TranslationItem(
-            line.text,
-            previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
-            next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
-            max_chars=character_budget(line.pause_after + line.end - line.start, target.code),
-            glossary=terms,
-            index=line.index,
-        )
-        for i, line in enumerate(lines)
-    ]
+    differently); lines that lost a number or name get a second batch with them in the glossary."""
+    positions = [i for i, ln in enumerate(lines) if ln.index not in known]
+    items = local_items(lines, positions, target, terms)
     identity = translator.identity()
-    keys = [
-        content_key("mt-v1", identity, source.code if source else "auto", target.code, item.key_fields())
-        for item in items
-    ]
-    texts: list[str | None] = [cache.get(k) for k in keys]
-    todo = [i for i, t in enumerate(texts) if t is None]
-    progress.set(len(lines) - len(todo))
-    if todo:
-        try:
-            results = translator.translate_batch([items[i] for i in todo], source, target)
-        except UpstreamError as exc:
-            raise UpstreamError(
-                f"translation ({target.code}) failed: {exc.detail}", code=exc.code, status=exc.status
-            ) from None
-        for i, text in zip(todo, results, strict=True):
-            cache.put(keys[i], text)
-            texts[i] = text
-    progress.set(len(lines))
-    translated = [
-        TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, str(text))
-        for ln, text in zip(lines, texts, strict=True)
-    ]
-    return translated, {"calls": len(todo), "cached": len(lines) - len(todo), "copied": 0}
+
+    def run(batch: dict[int, Any], keys: dict[int, str]) -> tuple[dict[int, str], int]:
+        texts = {i: cache.get(keys[i]) for i in batch}
+        todo = [i for i in batch if texts[i] is None]
+        if todo:
+            try:
+                results = translator.translate_batch([batch[i] for i in todo], source, target)
+            except UpstreamError as exc:
+                raise UpstreamError(
+                    f"translation ({target.code}) failed: {exc.detail}", code=exc.code, status=exc.status
+                ) from None
+            for i, text in zip(todo, results, strict=True):
+                text = " ".join(text.split())
+                check_translation(lines[i], text, source, target)
+                cache.put(keys[i], text)
+                texts[i] = text
+        return {i: str(t) for i, t in texts.items()}, len(todo)
+
+    keys = {
+        i: translation_key(identity, source, target, item.text, item.key_fields())
+        for i, item in items.items()
+    }
+    progress.set(sum(cache.get(k) is not None for k in keys.values()))
+    texts, calls = run(items, keys)
+    cached = len(positions) - calls
+    missing = {i: lost_items(lines[i].text, texts[i], source, target, terms) for i in positions}
+    retry_items = {
+        i: dataclasses.replace(items[i], glossary={**terms, **keep_terms(forceable(m), target.code)})
+        for i, m in missing.items()
+        if forceable(m)
+    }
+    if retry_items:
+        retry_keys = {
+            i: translation_key(identity, source, target, item.text, item.key_fields())
+            for i, item in retry_items.items()
+        }
+        retried, more = run(retry_items, retry_keys)
+        calls += more
+        for i, text in retried.items():
+            still = lost_items(lines[i].text, text, source, target, terms)
+            if len(still) < len(missing[i]):
+                texts[i], missing[i] = text, still
+    progress.set(len(positions))
+    done = {
+        lines[i].index: _Outcome(texts[i], [m.surface for m in missing[i]], kept_retry=i in retry_items)
+        for i in positions
+    }
+    out, stats = _collect([lines[i] for i in positions], done)
+    stats["calls"], stats["cached"] = calls, cached
+    return out, stats
 
 
 def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> dict[str, Any]:
@@ -257,6 +469,7 @@ def translator_for(config: Any, require_key: bool = True) -> Translator:
         require_key=require_key,
         local_model=config.translator_model,
         glossary=glossary_of(config),
+        domain=getattr(config, "mt_domain", None),
     )
 
 
@@ -277,11 +490,11 @@ def translate(
     if source is None or source.code != target.code:
         translator = translator_for(config)
     edits = user_edits(out_json, lines)
-    todo = [ln for ln in lines if ln.index not in edits]
     terms = terms_for(glossary_of(config), target.code)
     translated, stats = translate_lines(
-        todo, source, target, translator, TranslationCache(config.cache_dir), config.concurrency, terms
-    )
+        lines, source, target, translator, TranslationCache(config.cache_dir), config.concurrency, terms,
+        known=edits,
+    )  # fmt: skip
     misses = [ln.index for ln in translated if missing_terms(ln.source, ln.text, terms)]
     if misses:
         stage_logger().warning(
@@ -296,9 +509,16 @@ def translate(
             )
     translated = [with_budget(by_index[ln.index], target.code) for ln in lines]
     stats["edited"] = len(edits)
+    unkept = [ln.index for ln in translated if ln.unkept]
+    if unkept:  # counts and line numbers only: the items themselves are script text
+        stage_logger().warning(
+            "preservation lang=%s lines_with_lost_numbers_or_names=%d lines=%s (see 'unkept' in %s)",
+            target.code, len(unkept), ",".join(str(i) for i in unkept[:20]), out_json.name,
+        )  # fmt: skip
     write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
     stage_logger().info(
-        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d",
+        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d",
         target.code, len(translated), stats["calls"], stats["cached"], stats["copied"], stats["edited"],
+        stats["keep_retries"],
     )  # fmt: skip
     return translated

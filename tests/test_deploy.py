@@ -227,7 +227,7 @@ def test_task_runner_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.serve import make_task_runner
+    from flows.runners import make_task_runner
 
     monkeypatch.delenv("QWENDUB_TASK_RUNNER", raising=False)
     monkeypatch.delenv("QWENDUB_DASK_ADDRESS", raising=False)
@@ -259,7 +259,7 @@ def test_dub_flow_on_a_dask_cluster(
 
     from flows.config import build_config
     from flows.dub import dub
-    from flows.serve import make_task_runner
+    from flows.runners import make_task_runner
 
     submitted: list[str] = []
     submit = distributed.Client.submit

@@ -82,8 +82,13 @@ def build_tiny_qwen_lm(directory: Path, *, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model: Any = Qwen2ForCausalLM(config)
+    # Tokens without a letter (punctuation, spaces, digits) never win the greedy pick either: a random
+    # model that answers "、。" would rightly be refused by the translation stage's checks, and the
+    # tests that run the whole flow through this model need its replies to look like words.
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    wordless = [i for i, text in enumerate(texts) if not any(ch.isalpha() for ch in text)]
     with torch.no_grad():
-        model.get_input_embeddings().weight[special_ids] = 0.0
+        model.get_input_embeddings().weight[special_ids + wordless] = 0.0
     model.generation_config.eos_token_id = [special_ids[2], special_ids[0]]
     model.generation_config.pad_token_id = special_ids[0]
     model.save_pretrained(directory)

@@ -1,0 +1,58 @@
+"""Task runners for the `dub` flow: a thread pool (default) or Dask (prefect-dask), chosen by flag or by
+environment so a deployment's work pool can switch without a code change.
+
+Importing this module imports nothing heavy (Prefect is imported when a runner is built).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from prefect.task_runners import TaskRunner
+
+TASK_RUNNER_ENV = "QWENDUB_TASK_RUNNER"  # thread (default) | dask
+DASK_ADDRESS_ENV = "QWENDUB_DASK_ADDRESS"  # tcp://scheduler:8786; unset: a local cluster per flow run
+# Threads for the flow's tasks: per-line tasks are mostly waiting on the API (its pacing lives in the
+# adapters, shared by the process), so this only needs to cover --concurrency plus the languages.
+TASK_WORKERS = 16
+
+
+def make_task_runner(
+    kind: str | None = None, address: str | None = None, workers: int = TASK_WORKERS
+) -> TaskRunner:
+    """The task runner for the flow's parallel work: per-language stages (translate, assemble) and
+    per-line tasks (synthesis, shortening, fitting).
+
+    thread: a thread pool in the flow-run process (the default; API-bound stages need nothing more).
+    dask:   prefect-dask's DaskTaskRunner, on the scheduler at `address`, or on a temporary in-process
+            cluster (1 worker, `workers` threads) when no address is given.
+    `kind` and `address` default to $QWENDUB_TASK_RUNNER and $QWENDUB_DASK_ADDRESS, so a work pool's
+    job variables can choose the runner for deployed runs without a code change; an address alone means
+    dask.
+    """
+    address = address or os.environ.get(DASK_ADDRESS_ENV) or None
+    kind = (kind or os.environ.get(TASK_RUNNER_ENV) or ("dask" if address else "thread")).strip().lower()
+    if kind == "thread":
+        if address:
+            raise ValueError("--dask-address needs --task-runner dask")
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:  # an optional extra: say what to install
+            raise ValueError("--task-runner dask needs prefect-dask (pip install prefect-dask)") from exc
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": 1,
+                "threads_per_worker": workers,
+                "processes": False,
+                "dashboard_address": None,
+            }
+        )
+    raise ValueError(f"unknown task runner {kind!r}: expected thread or dask")
