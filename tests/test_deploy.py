@@ -254,7 +254,8 @@ def test_dub_flow_on_a_dask_cluster(
     prefect_harness, sample_video: Path, sample_truth: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real flow with prefect-dask's DaskTaskRunner on a LocalCluster (1 worker, 2 threads, in-process):
-    the per-language stages are submitted to Dask and the output is complete."""
+    the per-language stages and every per-line task (synthesis, shortening, fitting) are submitted to
+    Dask, and the output is complete."""
     import distributed
 
     from flows.config import build_config
@@ -265,7 +266,7 @@ def test_dub_flow_on_a_dask_cluster(
     submit = distributed.Client.submit
 
     def spy(self, func, *args, **kwargs):
-        submitted.append(kwargs.get("key", getattr(func, "__name__", "?")))
+        submitted.append(getattr(func, "name", None) or getattr(func, "__name__", "?"))
         return submit(self, func, *args, **kwargs)
 
     monkeypatch.setattr(distributed.Client, "submit", spy)
@@ -280,7 +281,10 @@ def test_dub_flow_on_a_dask_cluster(
         runner = make_task_runner("dask", workers=2)
         result = dub.with_options(task_runner=runner)(config)
         tts = server.count("tts")
-    assert len(submitted) >= 4 * 2  # translate, synthesize, shorten, assemble per language
+    n_lines = len(sample_truth["sentences"])
+    assert submitted.count("tts") == 2 * n_lines  # one task per line and language
+    for stage in ("translate", "lines", "assemble"):
+        assert submitted.count(stage) == 2, (stage, submitted)
     assert result.video is not None
     audio = [s for s in ffprobe_streams(result.video) if s["codec_type"] == "audio"]
     assert [s.get("tags", {}).get("language") for s in audio] == ["eng", "jpn", "kor"]

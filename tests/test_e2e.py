@@ -353,6 +353,34 @@ def test_prefect_artifacts_summarise_the_run(job) -> None:
     assert "sample.dubbed.mkv" in str(artifacts["dub-output"].data)
 
 
+def test_task_runs_are_named_by_stage_language_and_line(job) -> None:
+    """What the Prefect UI lists: a tts-<lang>-<index> run per line (tagged lang:<code> and tts), the
+    per-language stages, and per-language progress artifacts updated as lines finish."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> tuple[list, list]:
+        async with get_client() as client:
+            runs: list = []
+            while batch := await client.read_task_runs(limit=200, offset=len(runs)):  # the API's page cap
+                runs += batch
+            return runs, await client.read_artifacts()
+
+    runs, artifacts = asyncio.run(read())
+    by_name = {run.name: run for run in runs}
+    n_lines = len(json.loads((job["config"].out_dir / "segments.json").read_text())["lines"])
+    for lang in LANGS:
+        for index in range(n_lines):
+            run = by_name[f"tts-{lang}-{index:04d}"]
+            assert {f"lang:{lang}", "tts"} <= set(run.tags)
+        for stage in ("translate", "lines", "assemble"):
+            assert f"{stage}-{lang}" in by_name
+        assert f"lang:{lang}" in by_name[f"lines-{lang}"].tags
+    progress = {a.description for a in artifacts if a.type == "progress"}
+    assert {f"synthesize-{lang}: progress" for lang in LANGS} <= progress
+
+
 def test_separation_route(job, tmp_path: Path) -> None:
     """--separator htdemucs with a (tiny, random) HTDemucs saved as a local model and loaded through
     demucs' own loader: stems are written at the source layout and the dub is mixed over the background."""
