@@ -301,6 +301,9 @@ def dub(config: DubConfig) -> DubResult:
         tracks=tracks,
         synthesis={code: {**finished[code].synthesis, **asdict(finished[code].shorten)} for code in langs},
         verification=verified,
+        translation={
+            code: {"unkept_lines": [ln.index for ln in finished[code].lines if ln.unkept]} for code in langs
+        },
         outputs={
             "video": str(final),
             "subtitles": {code: {"srt": str(job.srt(code)), "vtt": str(job.vtt(code))} for code in langs},

@@ -47,6 +47,7 @@ def build_report(
     region: str,
     max_speedup: float,
     verification: dict[str, Any] | None = None,
+    translation: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     billed = int(sum(s.get("billed_characters", 0) for s in synthesis.values()))
     amount, currency = price(billed, region)
@@ -58,6 +59,11 @@ def build_report(
             t.language: {
                 **track_summary(t, max_speedup),
                 "synthesis": synthesis.get(t.language, {}),
+                **(
+                    {"translation": translation[t.language]}
+                    if translation and t.language in translation
+                    else {}
+                ),
                 **(
                     {"verify": verification[t.language]}
                     if verification and t.language in verification
@@ -75,16 +81,20 @@ def build_report(
 
 def summary_markdown(report: dict[str, Any]) -> str:
     rows = [
-        "| language | lines | stretched | truncated | within cap | LUFS | true peak | characters |",
-        "|---|---|---|---|---|---|---|---|",
+        "| language | lines | stretched | truncated | within cap | shortened | unkept | LUFS | true peak "
+        "| characters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lang, t in report["tracks"].items():
+        unkept = len(t.get("translation", {}).get("unkept_lines", []))
         rows.append(
             f"| {lang} | {t['lines']} | {t['stretched']} | {t['truncated']} | {t['share_within_cap']:.0%} | "
+            f"{int(t['synthesis'].get('shortened', 0))} | {unkept} | "
             f"{t['integrated_lufs']} | {t['true_peak_dbtp']} | "
             f"{int(t['synthesis'].get('billed_characters', 0))} |"
         )
     cost = report["cost"]
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())
     return "\n".join(
         [
             f"# Dub of {report['job']['video']}",
@@ -93,6 +103,11 @@ def summary_markdown(report: dict[str, Any]) -> str:
             *rows,
             "",
             f"Billed characters this run: {cost['billed_characters']} ({cost['amount']} {cost['currency']})",
+            "",
+            f"Stage times: {stages}",
+            "",
+            "_shortened_: lines re-translated shorter to fit their slot; _unkept_: lines whose translation "
+            "lost a number, unit or name (listed as `unkept` in lines.<lang>.json, worth a look)",
             "",
             f"_{report['ai_disclosure']}_",
         ]

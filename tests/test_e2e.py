@@ -351,6 +351,14 @@ def test_prefect_artifacts_summarise_the_run(job) -> None:
     rows = json.loads(table) if isinstance(table, str) else table
     assert set(rows[0]) == {"index", "start", "slot_end", "clip_s", "placed_s", "speed", "truncated_s"}
     assert "sample.dubbed.mkv" in str(artifacts["dub-output"].data)
+    summary = str(artifacts["dub-summary"].data)
+    header = next(line for line in summary.splitlines() if line.startswith("| language"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "language", "lines", "stretched", "truncated", "within cap", "shortened", "unkept", "LUFS",
+        "true peak", "characters",
+    ]  # fmt: skip
+    assert all(f"| {lang} |" in summary for lang in LANGS)
+    assert "Stage times: probe" in summary and "synthesize" in summary and "Billed characters" in summary
 
 
 def test_task_runs_are_named_by_stage_language_and_line(job) -> None:
