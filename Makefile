@@ -25,7 +25,7 @@ lint: setup
 	$(PY) -m mypy flows tasks models
 
 bench: setup
-	$(PY) -m bench.run
+	$(PY) -m bench.suite
 
 clean:
 	rm -rf out .pytest_cache
