@@ -72,7 +72,7 @@ def time_stretch(audio: np.ndarray, rate: int, speed: float) -> np.ndarray:
     samples = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
     n = samples.shape[1]
     # the library takes at most get_process_size_limit() samples per call (524288: 21.8 s at 24 kHz)
-    step = min(n, STRETCH_BLOCK, stretcher.get_process_size_limit())
+    step = min(n, STRETCH_BLOCK, stretcher.get_process_size_limit())  # type: ignore[misc]  # pylibrb stub types it as unbound
     stretcher.set_max_process_size(step)
     stretcher.set_expected_input_duration(n)
     for start in range(0, n, step):

@@ -2,11 +2,11 @@
 (shorter translation, new clip), and fit the clip to its slot (trim, pitch-kept stretch, fades).
 
 Every line that needs new audio is one Prefect task run, `tts-<lang>-<index>` (named, not tagged: a
-tagged task run leases a concurrency slot from the server first): the UI shows the work line by line, a Dask task runner spreads lines over its workers, and a
-line is fitted as soon as its clip exists (no language-wide barrier between synthesis, shortening and
-fitting). Lines whose clip is already cached are finished inline by the language's `lines-<lang>`
-task, because a task run per cached line would cost more than the work (~30 ms of orchestration for
-file lookups that take a millisecond).
+tagged task run leases a concurrency slot from the server first): the UI shows the work line by line,
+a Dask task runner spreads lines over its workers, and a line is fitted as soon as its clip exists (no
+language-wide barrier between synthesis, shortening and fitting). Lines whose clip is already cached
+are finished inline by the language's `lines-<lang>` task: a task run per cached line would cost more
+than the work (a few ms of orchestration for file lookups that take about a millisecond).
 """
 
 from __future__ import annotations
