@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--concurrency", type=int, default=8, help="parallel API requests (default 8)")
     p.add_argument(
+        "--retries",
+        type=int,
+        default=6,
+        metavar="N",
+        help="attempts per API request on transient errors: 429, 5xx, timeouts (default 6)",
+    )
+    p.add_argument(
         "--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)"
     )
     p.add_argument(
@@ -225,6 +232,7 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
         "stream": args.stream,
         "tts_rpm": args.rpm,
         "concurrency": args.concurrency,
+        "retry_attempts": args.retries,
         "max_speedup": args.max_speedup,
         "audio_codec": args.audio_codec,
         "container": args.container,

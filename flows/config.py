@@ -110,6 +110,12 @@ class DubConfig(BaseModel):
         default=False, description="Also one video per language, and the dub WAV stems"
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    retry_attempts: int = Field(
+        default=6,
+        ge=1,
+        le=20,
+        description="Attempts per API request on transient errors (429, 5xx, timeouts)",
+    )
     retry_base_delay_s: float = Field(default=1.0, ge=0.0, le=60.0)
     instructions: str | None = Field(
         default=None,

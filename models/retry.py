@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 
@@ -25,6 +25,14 @@ class RetryPolicy:
     base_delay_s: float = 1.0
     max_delay_s: float = 30.0
     max_retry_after_s: float = 120.0  # a server asking for longer than this is treated as an outage
+
+    @classmethod
+    def of(cls, config: Any) -> RetryPolicy:
+        """The policy a job asks for (DubConfig's retry_attempts and retry_base_delay_s)."""
+        return cls(
+            max_attempts=int(getattr(config, "retry_attempts", cls.max_attempts)),
+            base_delay_s=float(getattr(config, "retry_base_delay_s", cls.base_delay_s)),
+        )
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): uniform in

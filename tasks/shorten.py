@@ -51,7 +51,7 @@ def make_shortener(config: Any, require_key: bool = True) -> Shortener:
         region=config.region,
         rpm=config.mt_rpm,
         concurrency=config.concurrency,
-        retry=RetryPolicy(base_delay_s=config.retry_base_delay_s),
+        retry=RetryPolicy.of(config),
         require_key=require_key,
     )
 

@@ -103,7 +103,7 @@ def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer
             instructions=config.instructions,
             rpm=config.tts_rpm,
             concurrency=config.concurrency,
-            retry=RetryPolicy(base_delay_s=config.retry_base_delay_s),
+            retry=RetryPolicy.of(config),
             require_key=require_key,
         )
     if config.tts == "local":

@@ -465,7 +465,7 @@ def translator_for(config: Any, require_key: bool = True) -> Translator:
         config.region,
         config.mt_rpm,
         config.concurrency,
-        RetryPolicy(base_delay_s=config.retry_base_delay_s),
+        RetryPolicy.of(config),
         require_key=require_key,
         local_model=config.translator_model,
         glossary=glossary_of(config),

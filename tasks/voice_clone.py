@@ -301,7 +301,7 @@ def synthesizer_for_config(
         grant, config.tts, wav, text, Path(config.cache_dir), local_model=config.tts_local_model,
         size=config.tts_size, region=config.region, reference_language=getattr(config, "source_lang", None),
         stream=config.stream, concurrency=config.concurrency,
-        retry=RetryPolicy(base_delay_s=config.retry_base_delay_s), create=create, require_key=require_key,
+        retry=RetryPolicy.of(config), create=create, require_key=require_key,
     )  # fmt: skip
 
 

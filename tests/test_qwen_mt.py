@@ -46,3 +46,19 @@ def test_400_is_not_retried(dashscope_server: LoopbackDashScope) -> None:
     with pytest.raises(UpstreamError, match="HTTP 400 DataInspectionFailed"):
         QwenMTTranslator(retry=FAST).translate("Hello.", None, get_language("ko"))
     assert dashscope_server.count("mt") == 1
+
+
+def test_retries_flag_sets_the_attempts_per_request(dashscope_server: LoopbackDashScope, tmp_path) -> None:
+    """--retries N is the whole budget of attempts: with 1, one 503 fails the call after one request."""
+    from flows.cli import build_parser, config_from_args
+    from tasks.translate import translator_for
+
+    args = build_parser().parse_args(
+        ["media_samples/sample.mp4", "--langs", "ja", "--retries", "1", "--out", str(tmp_path)]
+    )
+    config = config_from_args(args)
+    assert RetryPolicy.of(config).max_attempts == 1
+    dashscope_server.fail_next("mt", 503, "ServiceUnavailable", times=1)
+    with pytest.raises(UpstreamError, match="HTTP 503"):
+        translator_for(config).translate("Hello.", None, get_language("ja"))
+    assert dashscope_server.count("mt") == 1
