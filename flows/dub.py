@@ -157,14 +157,35 @@ def synthesize_all(
         )  # fmt: skip
 
     finishing = {code: finish(code) for code, n in remaining.items() if n == 0}
-    for fut in as_completed(list(owner)):
-        code = owner[fut]
-        fut.result()  # the first failed line fails the job (its error names the line)
-        remaining[code] -= 1
-        progress[code].advance()
-        if remaining[code] == 0:
-            finishing[code] = finish(code)
+    try:
+        for fut in as_completed(list(owner)):
+            code = owner[fut]
+            fut.result()  # the first failed line fails the job (its error names the line)
+            remaining[code] -= 1
+            progress[code].advance()
+            if remaining[code] == 0:
+                finishing[code] = finish(code)
+    except BaseException:
+        settle([*owner, *finishing.values()])
+        raise
     return {code: finishing[code].result() for code in langs}
+
+
+def settle(futures: list[Any]) -> None:
+    """After a failure: cancel the tasks that have not started and wait for the running ones to end, so
+    the job fails as a whole (no line still writing, no task run still talking to the Prefect server
+    while the process winds down)."""
+    from concurrent.futures import CancelledError
+
+    for fut in futures:
+        wrapped = getattr(fut, "wrapped_future", None)
+        if wrapped is not None:
+            wrapped.cancel()  # concurrent.futures and dask futures alike; a running one is not interrupted
+    for fut in futures:
+        try:
+            fut.wait()
+        except (Exception, CancelledError):  # noqa: BLE001 - their errors are not the one being reported
+            continue
 
 
 @flow(
