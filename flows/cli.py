@@ -405,6 +405,33 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def start_temporary_server_quietly() -> None:
+    """Without PREFECT_API_URL, Prefect starts a temporary server process on first use, writing to our
+    terminal: its shutdown noise (uvicorn, SQLAlchemy tracebacks when the last run events of a failed
+    job arrive as it stops) would follow the one-line error. Start it now with its stderr on /dev/null
+    (--debug keeps it on the terminal); the flow then uses this instance (Prefect keeps one per process)."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            return
+        server = SubprocessASGIServer()
+        if server.running:
+            return
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)  # the child inherits fd 2 as it is at fork time
+            server.start()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    except Exception:  # noqa: BLE001 - Prefect starts the server itself later, as usual
+        return
+
+
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
@@ -428,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         from flows.logs import configure_prefect_environment
 
         configure_prefect_environment(debug=args.debug, json_logs=args.log_json)
+        if not args.debug:
+            start_temporary_server_quietly()
         from flows.dub import dub
 
         flow = dub
