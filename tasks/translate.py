@@ -113,6 +113,12 @@ def translation_key(
     return content_key("mt-v2", identity, source.code if source else "auto", target.code, text, context)
 
 
+def item_key(identity: dict[str, Any], source: Language | None, target: Language, item: Any) -> str:
+    """The cache key of a local-LLM item: its text and everything its prompt carries (neighbours, budget,
+    glossary)."""
+    return translation_key(identity, source, target, item.text, item.key_fields())
+
+
 class TranslationCache:
     """One small JSON file per (translator identity, languages, text, context) under <cache>/mt/."""
 
@@ -349,13 +355,11 @@ def cached_translations(
     keys: dict[int, str]
     if hasattr(translator, "translate_batch"):
         items = local_items(lines, list(range(len(lines))), target, terms)
-        keys = {
-            i: translation_key(identity, source, target, it.text, it.key_fields()) for i, it in items.items()
-        }
+        keys = {i: item_key(identity, source, target, it) for i, it in items.items()}
 
         def retry_key(i: int, keep: dict[str, str]) -> str:
             item = dataclasses.replace(items[i], glossary={**terms, **keep})
-            return translation_key(identity, source, target, item.text, item.key_fields())
+            return item_key(identity, source, target, item)
     else:
         before = context_positions(lines)
         keys = {
@@ -415,10 +419,7 @@ def _translate_batched(
                 texts[i] = text
         return {i: str(t) for i, t in texts.items()}, len(todo)
 
-    keys = {
-        i: translation_key(identity, source, target, item.text, item.key_fields())
-        for i, item in items.items()
-    }
+    keys = {i: item_key(identity, source, target, item) for i, item in items.items()}
     progress.set(sum(cache.get(k) is not None for k in keys.values()))
     texts, calls = run(items, keys)
     cached = len(positions) - calls
@@ -429,10 +430,7 @@ def _translate_batched(
         if forceable(m)
     }
     if retry_items:
-        retry_keys = {
-            i: translation_key(identity, source, target, item.text, item.key_fields())
-            for i, item in retry_items.items()
-        }
+        retry_keys = {i: item_key(identity, source, target, item) for i, item in retry_items.items()}
         retried, more = run(retry_items, retry_keys)
         calls += more
         for i, text in retried.items():
