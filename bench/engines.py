@@ -65,13 +65,13 @@ def bench_api(n_lines: int) -> None:
     import prefect.artifacts
 
     import models.pacing
-    from models.languages import get_language
+    from core.languages import get_language
     from models.qwen_mt import QwenMTTranslator
     from tasks.segment import Line
     from tasks.translate import TranslationCache, translate_lines
     from tests.loopback_dashscope import LoopbackDashScope
 
-    # tasks.progress.StageProgress creates a Prefect progress artifact even outside a flow run, which starts
+    # core.progress.StageProgress creates a Prefect progress artifact even outside a flow run, which starts
     # a temporary Prefect server (~20 s): the stage runs bare here, as a library call.
     prefect.artifacts.create_progress_artifact = lambda *a, **k: None  # type: ignore[assignment]
     lines = [Line(i, i * 3.0, i * 3.0 + 2.5, t, 0.5) for i, t in enumerate(make_texts(n_lines))]
@@ -111,7 +111,7 @@ def bench_api(n_lines: int) -> None:
 
 
 def bench_local_mt(n_lines: int, work: Path) -> None:
-    from models.languages import get_language
+    from core.languages import get_language
     from models.local_translator import LocalLLMTranslator, TranslationItem, measure_throughput
     from tests.tiny_qwen_lm import build_tiny_qwen_lm
 
@@ -152,7 +152,7 @@ def bench_local_mt(n_lines: int, work: Path) -> None:
 
 
 def bench_tts(n_lines: int, work: Path) -> None:
-    from models.languages import get_language
+    from core.languages import get_language
     from models.qwen_local_tts import QwenLocalTTS
     from tests.tiny_qwen_tts import build_tiny_qwen_tts
 

@@ -67,7 +67,7 @@ VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp"]
 
 def build_inputs(work: Path, minutes: float, n_clips: int, seed: int = 7) -> Path:
     """Clips as 24 kHz WAVs, and a manifest of lines (slots) and clip records."""
-    from tasks.fit import trim_silence
+    from audio.fit import trim_silence
 
     rng = np.random.default_rng(seed)
     clips_dir = work / "clips"
@@ -175,8 +175,8 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def run_scenario(manifest_path: Path, with_background: bool) -> dict[str, Any]:
+    import audio.fit as fit_mod
     import tasks.assemble as assemble_mod
-    import tasks.fit as fit_mod
     from tasks.media import encode_audio
     from tasks.synthesize import ClipRecord
     from tasks.translate import TranslatedLine

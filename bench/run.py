@@ -45,7 +45,7 @@ def looped_video(minutes: float, out: Path) -> Path:
 
 
 def run_job(video: Path, langs: str, out: Path, cache: Path, model: str) -> tuple[dict, float]:
-    from flows.config import build_config
+    from core.config import build_config
     from flows.dub import dub
 
     # separation is measured on its own (models/demucs_separator.measure_separation): a random-weight

@@ -1,4 +1,4 @@
-"""Time-stretcher comparison on speech: Rubber Band R3 (tasks.fit.time_stretch), Rubber Band R2, librosa's
+"""Time-stretcher comparison on speech: Rubber Band R3 (audio.fit.time_stretch), Rubber Band R2, librosa's
 phase vocoder and ffmpeg's atempo, on an espeak-ng English paragraph at 24 kHz (a TTS clip's rate).
 
     python -m bench.stretch_compare [--factors 1.1,1.25,1.5] [--repeats 3] [--model DIR]
@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tasks.fit import time_stretch
+from audio.fit import time_stretch
 
 RATE = 24_000
 PARAGRAPH = (
@@ -47,7 +47,7 @@ def espeak(text: str, rate: int = RATE) -> np.ndarray:
 
 
 def rubberband_r2(audio: np.ndarray, rate: int, speed: float) -> np.ndarray:
-    """tasks.fit.time_stretch's call (offline: study, then process, in blocks), R2 engine."""
+    """audio.fit.time_stretch's call (offline: study, then process, in blocks), R2 engine."""
     from pylibrb import Option, RubberBandStretcher
 
     stretcher = RubberBandStretcher(

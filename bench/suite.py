@@ -364,7 +364,7 @@ def split_stages(stage_seconds: dict[str, Any]) -> tuple[dict[str, float], dict[
 
 
 def run_flow(config_values: dict[str, Any]) -> tuple[dict[str, Any], float, Any]:
-    from flows.config import build_config
+    from core.config import build_config
     from flows.dub import dub
 
     config = build_config(**config_values)
@@ -378,7 +378,7 @@ def run_flow(config_values: dict[str, Any]) -> tuple[dict[str, Any], float, Any]
 def job_audio(config: Any) -> Path:
     """The job's extracted source audio (the flow's work/audio.wav)."""
     try:
-        from tasks.job import JobPaths
+        from core.job import JobPaths
 
         return JobPaths(config.out_dir, config.name, config.container).audio
     except (ImportError, AttributeError, TypeError):

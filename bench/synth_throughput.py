@@ -5,7 +5,7 @@
 
 The synthesis stage as the flow runs it (tasks.synthesize.synthesize_lines: per-line threads, the clip
 cache, models.dashscope_tts.DashScopeTTS through the real dashscope SDK, its models.pacing.RateLimiter and
-models.retry policy) synthesises --lines distinct lines. The loopback server enforces the same limit
+core.retry policy) synthesises --lines distinct lines. The loopback server enforces the same limit
 (--rpm requests in any sliding --window; beyond it: 429 Throttling.RateQuota) and holds every TTS request
 for the service latency. Two scenarios: clean, and 429 at 10 % + 500 at 5 % on TTS requests (fixed seed).
 
@@ -75,9 +75,9 @@ def max_in_window(starts: list[float], window: float) -> int:
 
 def run_scenario(name: str, args: argparse.Namespace, faults: dict[int, float] | None) -> dict:
     import models.pacing
+    from core.languages import get_language
+    from core.retry import RetryPolicy
     from models.dashscope_tts import DashScopeTTS
-    from models.languages import get_language
-    from models.retry import RetryPolicy
     from tasks.synthesize import ClipCache, clip_key, synthesize_lines
     from tests.loopback_dashscope import LoopbackDashScope, _bill
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from models.errors import ConfigError, DubError, InputError
-from tasks.parallel import CANCELLED, Cancelled
+from core.errors import ConfigError, DubError, InputError
+from core.parallel import CANCELLED, Cancelled
 
 EPILOG = """\
 environment:
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clone", metavar="SPEAKER_ID", help="clone this speaker's voice (needs a consent record)"
     )
-    p.add_argument("--consent-dir", type=Path, metavar="DIR", help="consent ledger (python -m flows.consent)")
+    p.add_argument("--consent-dir", type=Path, metavar="DIR", help="consent ledger (python -m cloning.cli)")
     p.add_argument("--clone-use", metavar="TEXT", help="the use this job makes of the voice, as consented")
     p.add_argument(
         "--clone-ref", type=Path, metavar="FILE", help="reference recording (default: from the vocals)"
@@ -212,7 +212,7 @@ def print_voices(model: str | None, route: str = "api") -> None:
 
 
 def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept lazy)
-    from flows.config import build_config
+    from core.config import build_config
 
     if args.video is None:
         raise InputError("no input video given (usage: python -m flows.dub VIDEO --langs ja,en,ko)")
@@ -286,8 +286,8 @@ def preflight(config) -> None:  # config: DubConfig
     require_tool("ffmpeg")
     if config.clone is not None:
         # consent first: no model, no API call, no output folder for a clone without valid consent
-        from tasks.clone_reference import validate_reference
-        from tasks.voice_clone import grant_for_config
+        from cloning.reference import validate_reference
+        from cloning.voice import grant_for_config
 
         grant_for_config(config)
         if config.clone_ref is not None:
@@ -302,7 +302,7 @@ def preflight(config) -> None:  # config: DubConfig
         if path is not None and not path.is_file():
             raise InputError(f"{option} file not found: {path}")
     if config.glossary is not None:
-        from models.glossary import load_glossary
+        from text.glossary import load_glossary
 
         load_glossary(config.glossary)
     if config.segments is not None:

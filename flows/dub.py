@@ -22,13 +22,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import DubConfig
+from core.config import DubConfig
+from core.files import write_json_atomic
+from core.job import JobPaths
+from core.languages import get_language
 from flows.runners import make_task_runner
-from models.languages import get_language
 from tasks.assemble import assemble, measure_source_loudness
 from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
-from tasks.files import write_json_atomic
-from tasks.job import JobPaths
 from tasks.line import LanguageLines, dub_line, finish_lines
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import DISCLOSURE, build_report, write_report
@@ -83,7 +83,7 @@ def tag_flow_run(tags: list[str]) -> None:
 def check_clone_consent(config: DubConfig) -> Any:
     if config.clone is None:
         return None
-    from tasks.voice_clone import grant_for_config
+    from cloning.voice import grant_for_config
 
     return grant_for_config(config)
 
@@ -91,7 +91,7 @@ def check_clone_consent(config: DubConfig) -> Any:
 def prepare_clone(config: DubConfig, stems: Any, audio: Path, lines: list[Any], job: JobPaths) -> Any:
     """The reference recording (the user's, or 3-15 s of the cleanest speech in the vocals) and the
     cloned voice, created once (enrollment or clone prompt) and reused for every line and language."""
-    from tasks.clone_reference import prepare_reference, select_reference
+    from cloning.reference import prepare_reference, select_reference
     from tasks.synthesize import make_synthesizer
 
     if config.clone_ref is not None:
@@ -104,7 +104,7 @@ def prepare_clone(config: DubConfig, stems: Any, audio: Path, lines: list[Any], 
 
 
 def clone_report_for(grant: Any, config: DubConfig, synth: Any) -> dict[str, Any]:
-    from tasks.voice_clone import clone_report
+    from cloning.voice import clone_report
 
     return clone_report(grant, config.tts, synth)
 
@@ -123,8 +123,8 @@ def synthesize_all(
     lines of similar length share a generate call, which per-line tasks could not do."""
     from prefect.futures import as_completed
 
+    from core.progress import StageProgress
     from tasks.line import line_worker
-    from tasks.progress import StageProgress
 
     futures: dict[str, list[Any]] = {}
     for code in langs:
@@ -302,7 +302,7 @@ def dub(config: DubConfig) -> DubResult:
         voice = config.voice if not config.voice_design else "designed voice"
         voice_note = f" Voice: {voice} ({engine})."
         if grant is not None:
-            from tasks.voice_clone import clone_disclosure
+            from cloning.voice import clone_disclosure
 
             voice_note = clone_disclosure(grant, config.tts)
         final = remux_task(info, video_digest, dub_tracks, job.final, DISCLOSURE + voice_note)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.languages import Language
+from core.languages import Language
 
 ProgressCallback = Callable[[float, float], None]  # (done, total) in the stage's own unit
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from models.errors import InputError, UpstreamError
+from core.errors import InputError, UpstreamError
 
 Region = Literal["intl", "cn"]
 
@@ -111,8 +111,8 @@ class DashScopeTextClient:
     def __init__(
         self, *, model: str, region: str, rpm: int, concurrency: int, retry: Any, require_key: bool
     ) -> None:
+        from core.retry import RetryPolicy
         from models.pacing import global_limit_name, shared_limiter
-        from models.retry import RetryPolicy
 
         self.model = model
         self.region = region

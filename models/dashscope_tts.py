@@ -17,14 +17,14 @@ import numpy as np
 import requests
 import soundfile as sf
 
+from core.errors import ConfigError, UpstreamError
+from core.languages import Language
+from core.retry import CallStats, RetryPolicy, call_with_retries
 from models.base import SynthesizedClip
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
-from models.errors import ConfigError, UpstreamError
-from models.languages import Language
 from models.pacing import global_limit_name, shared_limiter
-from models.retry import CallStats, RetryPolicy, call_with_retries
-from models.text_split import split_text
 from models.voices import INSTRUCT_MODELS, resolve_voice
+from text.split import split_text
 
 log = logging.getLogger(__name__)
 

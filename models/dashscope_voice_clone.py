@@ -5,13 +5,13 @@
   dashscope SDK's generic service call (the same ``BaseApi.call`` the SDK's own VoiceEnrollmentService uses;
   that class speaks the CosyVoice actions, not qwen-voice-enrollment's create/list/delete). Base URL from
   Endpoint.for_region (DASHSCOPE_HTTP_BASE_URL overrides it); the key from the environment only.
-  list and delete are retried on transient failures (models/retry.py); create is retried on transient
+  list and delete are retried on transient failures (core/retry.py); create is retried on transient
   HTTP answers (429/5xx: nothing was created) but never after a transport failure, which may have
   created a voice whose id we never saw.
 - VoiceIdCache: <cache_dir>/voices/<speaker_id>.json, so a speaker's reference is enrolled once.
 - DashScopeCloneTTS: the SpeechSynthesizer of the API route with an enrolled voice.
 
-Nothing here checks consent: tasks/voice_clone.py does, before it calls any of this.
+Nothing here checks consent: cloning/voice.py does, before it calls any of this.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, InputError, UpstreamError
+from core.retry import TRANSPORT_ERRORS, RetryPolicy, call_with_retries
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.dashscope_tts import DashScopeTTS
-from models.errors import ConfigError, InputError, UpstreamError
 from models.pacing import global_limit_name, shared_limiter
-from models.retry import TRANSPORT_ERRORS, RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class VoiceEnrollment:
             except TRANSPORT_ERRORS as exc:
                 raise UpstreamError(
                     f"voice enrollment failed: connection lost ({type(exc).__name__}); a voice may have been "
-                    "created anyway: see `python -m flows.consent voices --region ...`",
+                    "created anyway: see `python -m cloning.cli voices --region ...`",
                     code=type(exc).__name__,
                 ) from None
 

@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from core.errors import ConfigError, InputError
 from models.base import ProgressCallback
-from models.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 

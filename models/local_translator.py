@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import ConfigError, UpstreamError
-from models.languages import Language
+from core.errors import ConfigError, UpstreamError
+from core.languages import Language
 
 if TYPE_CHECKING:
     import torch

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from models.errors import ConfigError, UpstreamError
+from core.errors import ConfigError, UpstreamError
 
 WINDOW_S = 60.0
 # Requests that leave at the edge of the window can arrive just inside the server's: a small margin

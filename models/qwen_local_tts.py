@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError, InputError, UpstreamError
+from core.languages import LANGUAGES, Language
 from models.base import SynthesizedClip
-from models.errors import ConfigError, InputError, UpstreamError
-from models.languages import LANGUAGES, Language
 
 log = logging.getLogger(__name__)
 

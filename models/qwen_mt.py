@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.languages import Language
+from core.retry import RetryPolicy, call_with_retries
 from models.dashscope_common import DashScopeTextClient
-from models.languages import Language
-from models.retry import RetryPolicy, call_with_retries
 
 DEFAULT_MT_MODEL = "qwen-mt-flash"
 # The style hint sent as translation_options.domains (Qwen-MT wants it in English): dubbing needs spoken,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.errors import UpstreamError
+from core.languages import Language
+from core.retry import RetryPolicy, call_with_retries
 from models.dashscope_common import DashScopeTextClient
-from models.errors import UpstreamError
-from models.languages import Language
-from models.retry import RetryPolicy, call_with_retries
 
 DEFAULT_SHORTEN_MODEL = "qwen-flash"
 PROMPT_VERSION = "shorten-v1"

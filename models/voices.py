@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 
 # Model families as they appear in the catalogue. A pinned snapshot belongs to one family.
 INSTRUCT = "qwen3-tts-instruct-flash"

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError
 from models.base import ProgressCallback, Transcript, TranscriptSegment, Word
-from models.errors import ConfigError
 
 CPU_DEFAULT_MODEL = "small"  # ~RTF 0.3 on 2 CPU cores with int8; good enough for line timing
 GPU_DEFAULT_MODEL = "large-v3"

@@ -11,8 +11,9 @@ import numpy as np
 import soundfile as sf
 from prefect import task
 
-from models.languages import get_language
-from tasks.files import (
+from audio.fit import FitResult, fit_clip_to_slot, place_clips
+from audio.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
+from core.files import (
     atomic_path,
     content_key,
     invalidate,
@@ -21,13 +22,12 @@ from tasks.files import (
     read_json,
     write_json_atomic,
 )
-from tasks.fit import FitResult, fit_clip_to_slot, place_clips
+from core.languages import get_language
+from core.progress import stage_logger
 from tasks.media import STAGE, encode_audio
-from tasks.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
-from tasks.progress import stage_logger
-from tasks.subtitles import cues_for_track, write_srt, write_vtt
 from tasks.synthesize import ClipRecord
 from tasks.translate import TranslatedLine
+from text.subtitles import cues_for_track, write_srt, write_vtt
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tasks.line import FittedClip

@@ -9,15 +9,15 @@ from typing import Any
 
 from prefect import task
 
+from core.errors import ConfigError, DubError
+from core.languages import Language, get_language
+from core.progress import stage_logger
 from models.billing import billed_characters, estimate_billed_characters, price
-from models.errors import ConfigError, DubError
-from models.glossary import terms_for
-from models.languages import Language, get_language
 from tasks.media import STAGE
-from tasks.progress import stage_logger
 from tasks.segment import Line
 from tasks.synthesize import ClipCache, clip_key, make_synthesizer
 from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
+from text.glossary import terms_for
 
 
 class BudgetExceededError(DubError):

@@ -19,11 +19,11 @@ from typing import Any
 import soundfile as sf
 from prefect import task
 
-from models.languages import Language, get_language
-from tasks.files import atomic_path, content_key, is_fresh, mark_fresh, read_json, write_json_atomic
-from tasks.fit import fit_clip_to_slot
+from audio.fit import fit_clip_to_slot
+from core.files import atomic_path, content_key, is_fresh, mark_fresh, read_json, write_json_atomic
+from core.languages import Language, get_language
+from core.progress import NullProgress, StageProgress, stage_logger
 from tasks.media import STAGE
-from tasks.progress import NullProgress, StageProgress, stage_logger
 from tasks.shorten import ShortenReport, make_shortener, shorten_overlong
 from tasks.synthesize import ClipCache, ClipRecord, clip_key, make_synthesizer, synthesize_lines
 from tasks.translate import TranslatedLine, TranslationCache, lines_to_json
@@ -76,7 +76,7 @@ class LineWorker:
     """What the lines of one language share in a process: synthesizer, shortener and caches."""
 
     def __init__(self, lang_code: str, source_lang: str, config: Any, clips_dir: Path) -> None:
-        from models.errors import ConfigError
+        from core.errors import ConfigError
 
         self.target = get_language(lang_code)
         try:

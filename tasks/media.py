@@ -17,9 +17,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from models.errors import InputError, MissingToolError, UpstreamError
-from models.languages import Language
-from tasks.files import (
+from core.errors import InputError, MissingToolError, UpstreamError
+from core.files import (
     atomic_path,
     content_key,
     current_key,
@@ -28,7 +27,8 @@ from tasks.files import (
     mark_fresh,
     sha256_file,
 )
-from tasks.progress import stage_logger
+from core.languages import Language
+from core.progress import stage_logger
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def remux(
 # -- Prefect tasks -----------------------------------------------------------------------------------
 
 
-# Stage outputs are keyed by content (tasks.files), not by Prefect's cache: Prefect hashes a Path input
+# Stage outputs are keyed by content (core.files), not by Prefect's cache: Prefect hashes a Path input
 # as its string and returns cached Paths whose file is gone (see shared docs, environment.md).
 STAGE: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 

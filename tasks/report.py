@@ -11,11 +11,11 @@ from typing import Any
 
 from prefect import task
 
+from core.files import write_json_atomic
+from core.progress import stage_logger
 from models.billing import price
 from tasks.assemble import TrackResult
-from tasks.files import write_json_atomic
 from tasks.media import STAGE
-from tasks.progress import stage_logger
 
 DISCLOSURE = "Dubbed audio tracks are AI-generated (Qwen TTS); translation is machine-generated."
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from core.errors import InputError
+from core.files import content_key, is_fresh, mark_fresh, write_json_atomic
+from core.progress import stage_logger
 from models.base import Transcript, Word
-from models.errors import InputError
-from tasks.files import content_key, is_fresh, mark_fresh, write_json_atomic
 from tasks.media import ANALYSIS_RATE, STAGE
-from tasks.progress import stage_logger
 
 SENTENCE_END = (".", "!", "?", "。", "！", "？", "…", "؟")
 PAUSE_SPLIT_S = 0.6  # a silence this long between words ends a line even mid-sentence

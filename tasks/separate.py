@@ -17,6 +17,9 @@ from pathlib import Path
 import soundfile as sf
 from prefect import task
 
+from core.errors import ConfigError
+from core.files import atomic_path, content_key, invalidate, is_fresh, mark_fresh
+from core.progress import StageProgress, stage_logger
 from models.base import ProgressCallback, Separator
 from models.demucs_separator import (
     DEFAULT_CHUNK_SECONDS,
@@ -25,10 +28,7 @@ from models.demucs_separator import (
     DEFAULT_SHIFTS,
     DemucsSeparator,
 )
-from models.errors import ConfigError
-from tasks.files import atomic_path, content_key, invalidate, is_fresh, mark_fresh
 from tasks.media import STAGE
-from tasks.progress import StageProgress, stage_logger
 
 SEPARATORS = ("htdemucs", "none")
 

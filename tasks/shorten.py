@@ -11,17 +11,17 @@ from typing import Any
 import soundfile as sf
 from prefect import task
 
-from models.errors import ConfigError, UpstreamError
-from models.languages import Language, get_language
-from models.retry import RetryPolicy
+from audio.fit import trim_silence
+from core.errors import ConfigError, UpstreamError
+from core.files import content_key, write_json_atomic
+from core.languages import Language, get_language
+from core.progress import stage_logger
+from core.retry import RetryPolicy
 from models.shortener import DEFAULT_SHORTEN_MODEL, DashScopeShortener, LocalRetranslateShortener, Shortener
-from models.speech_rate import spoken_length
-from tasks.files import content_key, write_json_atomic
-from tasks.fit import trim_silence
 from tasks.media import STAGE
-from tasks.progress import stage_logger
 from tasks.synthesize import ClipCache, ClipRecord, make_synthesizer, synthesize_lines
 from tasks.translate import TranslatedLine, TranslationCache, lines_to_json, translator_for, with_budget
+from text.speech_rate import spoken_length
 
 MAX_ATTEMPTS = 2  # each attempt is a paid translation + synthesis; two rarely leave a line unfitted
 AIM = 0.95  # aim a little under the limit: speech rate varies within a voice

@@ -18,15 +18,15 @@ import numpy as np
 import soundfile as sf
 from prefect import task
 
+from core.errors import ConfigError, UpstreamError
+from core.files import atomic_path, content_key, read_json, write_json_atomic
+from core.languages import Language, get_language
+from core.parallel import map_lines
+from core.progress import NullProgress, StageProgress, stage_logger
+from core.retry import RetryPolicy
 from models.base import SpeechSynthesizer, SynthesizedClip
 from models.billing import billed_characters, price
-from models.errors import ConfigError, UpstreamError
-from models.languages import Language, get_language
-from models.retry import RetryPolicy
-from tasks.files import atomic_path, content_key, read_json, write_json_atomic
 from tasks.media import STAGE
-from tasks.parallel import map_lines
-from tasks.progress import NullProgress, StageProgress, stage_logger
 from tasks.translate import TranslatedLine
 
 
@@ -79,14 +79,14 @@ class ClipCache:
 
 
 def clone_reference_path(config: Any) -> Path:
-    from tasks.job import JobPaths
+    from core.job import JobPaths
 
     return JobPaths(config.out_dir, config.name).clone_reference
 
 
 def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer:
     if getattr(config, "clone", None):
-        from tasks.voice_clone import synthesizer_for_config
+        from cloning.voice import synthesizer_for_config
 
         # consent is checked again inside; an estimate (require_key=False) enrolls nothing
         return synthesizer_for_config(
@@ -123,8 +123,8 @@ def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer
 
 def audit_clone_use(config: Any, lang_code: str, line_count: int) -> None:
     """Every synthesis with a cloned voice is appended to the consent ledger's audit log (no text)."""
-    from tasks.consent import audit_clone_synthesis
-    from tasks.voice_clone import grant_for_config
+    from cloning.ledger import audit_clone_synthesis
+    from cloning.voice import grant_for_config
 
     try:
         from prefect.runtime import flow_run

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from prefect import task
 
+from core.errors import InputError
+from core.files import content_key, is_fresh, mark_fresh, read_json, write_json_atomic
+from core.progress import StageProgress, stage_logger
 from models.base import Transcript
-from models.errors import InputError
 from models.whisper_asr import FasterWhisperTranscriber
-from tasks.files import content_key, is_fresh, mark_fresh, read_json, write_json_atomic
 from tasks.media import STAGE
-from tasks.progress import StageProgress, stage_logger
 
 
 @task(name="transcribe", **STAGE)

@@ -10,18 +10,18 @@ from typing import Any
 
 from prefect import task
 
+from core.errors import ConfigError, UpstreamError
+from core.files import content_key, read_json, write_json_atomic
+from core.languages import LANGUAGES, Language, get_language
+from core.parallel import map_lines
+from core.progress import StageProgress, stage_logger
+from core.retry import RetryPolicy
 from models.base import Translator
-from models.errors import ConfigError, UpstreamError
-from models.glossary import Glossary, load_glossary, missing_terms, terms_for
-from models.languages import LANGUAGES, Language, get_language
-from models.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
-from models.retry import RetryPolicy
-from models.speech_rate import character_budget, estimate_seconds
-from tasks.files import content_key, read_json, write_json_atomic
 from tasks.media import STAGE
-from tasks.parallel import map_lines
-from tasks.progress import StageProgress, stage_logger
 from tasks.segment import Line
+from text.glossary import Glossary, load_glossary, missing_terms, terms_for
+from text.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
+from text.speech_rate import character_budget, estimate_seconds
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TranslatedLine:
     pause_after: float
     source: str
     text: str
-    budget_chars: int = 0  # what fits the slot at the language's natural pace (models/speech_rate.py)
+    budget_chars: int = 0  # what fits the slot at the language's natural pace (text/speech_rate.py)
     estimate_s: float = 0.0  # estimated spoken duration of `text`
     edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
     shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)

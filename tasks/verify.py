@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from models.errors import ConfigError, UpstreamError
-from models.languages import Language, get_language
-from tasks.files import content_key, is_fresh, mark_fresh, read_json, sha256_file, write_json_atomic
+from core.errors import ConfigError, UpstreamError
+from core.files import content_key, is_fresh, mark_fresh, read_json, sha256_file, write_json_atomic
+from core.languages import Language, get_language
+from core.progress import StageProgress, stage_logger
 from tasks.media import ANALYSIS_RATE, STAGE, require_tool
-from tasks.progress import StageProgress, stage_logger
 from tasks.translate import TranslatedLine
 
 DEFAULT_THRESHOLD = 0.3  # a line whose error rate is above this is flagged

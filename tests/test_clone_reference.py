@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from models.errors import InputError
-from tasks.clone_reference import (
+from cloning.reference import (
     REFERENCE_RATE,
     clipped_ratio,
     find_reference_window,
@@ -19,6 +18,7 @@ from tasks.clone_reference import (
     select_reference,
     validate_reference,
 )
+from core.errors import InputError
 from tasks.segment import Line
 from tests.speechlike import speechlike
 

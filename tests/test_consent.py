@@ -18,19 +18,8 @@ import pytest
 import soundfile as sf
 
 import models.qwen_local_tts as qlt
-from flows.consent import main as consent_cli
-from models.dashscope_voice_clone import (
-    ENROLLMENT_MODEL,
-    VC_MODEL,
-    DashScopeCloneTTS,
-    VoiceEnrollment,
-    VoiceIdCache,
-)
-from models.errors import InputError, UpstreamError
-from models.languages import get_language
-from models.qwen_local_tts import GenerationParams, LengthGuard, QwenLocalTTS
-from models.retry import RetryPolicy
-from tasks.consent import (
+from cloning.cli import main as consent_cli
+from cloning.ledger import (
     AUDIT_FILE,
     ConsentError,
     ConsentGrant,
@@ -43,8 +32,7 @@ from tasks.consent import (
     read_audit,
     revoke_record,
 )
-from tasks.files import sha256_file
-from tasks.voice_clone import (
+from cloning.voice import (
     CLIP_META_SPEAKER,
     clone_prompt_dir,
     clone_synthesizer,
@@ -52,6 +40,18 @@ from tasks.voice_clone import (
     raise_if_incomplete,
     revoke_speaker,
 )
+from core.errors import InputError, UpstreamError
+from core.files import sha256_file
+from core.languages import get_language
+from core.retry import RetryPolicy
+from models.dashscope_voice_clone import (
+    ENROLLMENT_MODEL,
+    VC_MODEL,
+    DashScopeCloneTTS,
+    VoiceEnrollment,
+    VoiceIdCache,
+)
+from models.qwen_local_tts import GenerationParams, LengthGuard, QwenLocalTTS
 from tests.loopback_dashscope import LoopbackDashScope
 from tests.speechlike import speechlike
 
@@ -565,7 +565,7 @@ def test_audit_log_appends_whole_lines_from_concurrent_writers(tmp_path: Path) -
     for thread in threads:
         thread.start()
     code = (
-        "import sys; from tasks.consent import append_audit\n"
+        "import sys; from cloning.ledger import append_audit\n"
         "for i in range(25): append_audit(sys.argv[1], {'event': 'clone_synthesis', 'job_id': 'proc', "
         "'line_count': i})"
     )
@@ -654,7 +654,7 @@ def test_consent_cli_errors_are_one_line_with_exit_2(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.consent", *argv],
+        [sys.executable, "-m", "cloning.cli", *argv],
         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     lines = proc.stderr.splitlines()
@@ -673,8 +673,8 @@ def test_a_job_config_builds_its_cloned_voice_with_report_and_disclosure(
 ) -> None:
     from types import SimpleNamespace
 
-    from tasks.clone_reference import prepare_reference
-    from tasks.voice_clone import (
+    from cloning.reference import prepare_reference
+    from cloning.voice import (
         NOT_ENROLLED,
         clone_disclosure,
         clone_report,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import ConfigError, InputError, UpstreamError
+from core.languages import get_language
+from core.retry import RetryPolicy
 from models.billing import billed_characters
 from models.dashscope_tts import MAX_REQUEST_CHARS, SAMPLE_RATE, DashScopeTTS
-from models.errors import ConfigError, InputError, UpstreamError
-from models.languages import get_language
-from models.retry import RetryPolicy
 from tests.loopback_dashscope import LoopbackDashScope
 
 FAST_RETRY = RetryPolicy(max_attempts=6, base_delay_s=0.01, max_delay_s=0.05)

@@ -67,7 +67,7 @@ def test_prefect_yaml_reads_as_prefect_reads_it() -> None:
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.flows import load_flow_from_entrypoint
 
-    from flows.config import DubConfig
+    from core.config import DubConfig
 
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     model = PrefectYamlModel.model_validate(raw)
@@ -258,7 +258,7 @@ def test_dub_flow_on_a_dask_cluster(
     Dask, and the output is complete."""
     import distributed
 
-    from flows.config import build_config
+    from core.config import build_config
     from flows.dub import dub
     from flows.runners import make_task_runner
 

@@ -21,7 +21,7 @@ RATE = 48000
 @pytest.fixture(scope="module")
 def job(prefect_harness, sample_video: Path, tiny_en_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """Run the flow once for the module; yield what the tests inspect."""
-    from flows.config import build_config
+    from core.config import build_config
     from flows.dub import dub
 
     tmp = tmp_path_factory.mktemp("e2e")
@@ -74,7 +74,7 @@ def test_dubbed_speech_starts_at_each_line(job) -> None:
 def test_delivered_tracks_meet_loudness_and_true_peak(job, sample_video: Path) -> None:
     """Measured on the decoded output, as a black-box check would: each dub track within 1 LU of the
     source programme loudness, true peak at most -1 dBTP."""
-    from tasks.mix import integrated_loudness, true_peak_db
+    from audio.mix import integrated_loudness, true_peak_db
 
     source = integrated_loudness(decode_audio_stream(sample_video, 0, RATE, channels=2), RATE)
     for n in range(len(LANGS)):
@@ -165,8 +165,8 @@ def test_rerun_makes_no_calls_and_an_edit_resynthesises_one_line(job) -> None:
 
 
 def test_a_failing_line_fails_the_job_naming_line_and_code(job, tmp_path: Path) -> None:
+    from core.errors import UpstreamError
     from flows.dub import dub
-    from models.errors import UpstreamError
 
     config = job["config"].model_copy(update={"out": tmp_path / "out", "cache_dir": tmp_path / "cache"})
     server: LoopbackDashScope = job["server"]
@@ -476,7 +476,7 @@ def test_over_long_lines_are_shortened_through_the_chat_model(job, tmp_path: Pat
 def _consent(tmp_path: Path, languages: list[str]) -> Path:
     from datetime import datetime, timedelta
 
-    from tasks.consent import add_record
+    from cloning.ledger import add_record
 
     ledger = tmp_path / "ledger"
     ledger.mkdir()
@@ -493,8 +493,8 @@ def _consent(tmp_path: Path, languages: list[str]) -> Path:
 def test_cloned_voice_through_the_flow_api_route(job, tmp_path: Path) -> None:
     """--clone: consent checked, a reference chosen from the audio, ONE enrollment for every line and
     language, the VC model used for synthesis, one audit entry per language, disclosure in the file."""
+    from cloning.ledger import read_audit
     from flows.dub import dub
-    from tasks.consent import read_audit
 
     ledger = _consent(tmp_path, ["ja", "ko"])
     server: LoopbackDashScope = job["server"]
@@ -519,8 +519,8 @@ def test_cloned_voice_through_the_flow_api_route(job, tmp_path: Path) -> None:
 
 
 def test_clone_without_covering_consent_makes_no_call(job, tmp_path: Path) -> None:
+    from cloning.ledger import ConsentError
     from flows.dub import dub
-    from tasks.consent import ConsentError
 
     ledger = _consent(tmp_path, ["ja", "ko"])
     server: LoopbackDashScope = job["server"]

@@ -1,11 +1,11 @@
-"""tasks/fit.py on synthetic clips: trimming, edge fades, pitch-kept stretching, slot fitting, placement."""
+"""audio/fit.py on synthetic clips: trimming, edge fades, pitch-kept stretching, slot fitting, placement."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tasks.fit import (
+from audio.fit import (
     DEFAULT_MAX_SPEEDUP,
     EDGE_FADE_S,
     OVERFLOW_FADE_S,
@@ -257,7 +257,7 @@ def test_place_clips_clips_past_the_end_and_sums_overlaps() -> None:
 
 def test_long_clip_is_stretched_in_blocks_to_the_exact_length() -> None:
     """Rubber Band takes at most 524288 samples per call (21.8 s at 24 kHz); a 30 s line must work."""
-    from tasks.fit import time_stretch
+    from audio.fit import time_stretch
 
     rate = 24000
     t = np.arange(30 * rate) / rate

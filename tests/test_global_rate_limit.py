@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from models.errors import ConfigError
-from models.languages import get_language
+from core.errors import ConfigError
+from core.languages import get_language
+from core.retry import RetryPolicy
 from models.pacing import GLOBAL_LIMIT_ENV, RateLimiter, global_limit_name, shared_limiter
-from models.retry import RetryPolicy
 from tests.loopback_dashscope import LoopbackDashScope
 
 ROOT = Path(__file__).resolve().parent.parent

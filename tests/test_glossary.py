@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import DubError
-from models.glossary import load_glossary, missing_terms, terms_for
+from core.errors import DubError
+from text.glossary import load_glossary, missing_terms, terms_for
 
 
 def test_csv_and_json_glossaries(tmp_path: Path) -> None:
@@ -47,8 +47,8 @@ def test_missing_terms_are_found() -> None:
 
 
 def test_glossary_reaches_qwen_mt_through_the_stage(dashscope_server, tmp_path: Path) -> None:
-    from models.languages import get_language
-    from models.retry import RetryPolicy
+    from core.languages import get_language
+    from core.retry import RetryPolicy
     from tasks.segment import Line
     from tasks.translate import TranslationCache, make_translator, translate_lines
 

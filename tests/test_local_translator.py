@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from models.errors import ConfigError, UpstreamError
-from models.languages import LANGUAGES, get_language
+from core.errors import ConfigError, UpstreamError
+from core.languages import LANGUAGES, get_language
 from models.local_translator import (
     PROMPT_VERSION,
     GenerationParams,

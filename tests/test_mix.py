@@ -1,11 +1,11 @@
-"""tasks/mix.py on synthetic programme material: BS.1770 loudness, true peak, the limiter and the dub mix."""
+"""audio/mix.py on synthetic programme material: BS.1770 loudness, true peak, the limiter and the dub mix."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tasks.mix import (
+from audio.mix import (
     DEFAULT_TARGET_LUFS,
     TRUE_PEAK_CEILING_DBTP,
     integrated_loudness,
@@ -193,7 +193,7 @@ def test_dub_over_silent_background() -> None:
 
 
 def test_ducking_lowers_the_background_only_under_dialogue() -> None:
-    from tasks.mix import render_mix
+    from audio.mix import render_mix
 
     rate = 48000
     rng = np.random.default_rng(3)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import InputError
+from core.errors import InputError
 from tasks.segment import lines_from_subtitles
 
 SRT = """1

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from models.preservation import (
+from text.preservation import (
     Item,
     keep_terms,
     missing_items,

@@ -22,8 +22,8 @@ import pytest
 import soundfile as sf
 
 import models.qwen_local_tts as qlt
-from models.errors import ConfigError, InputError, UpstreamError
-from models.languages import Language, get_language
+from core.errors import ConfigError, InputError, UpstreamError
+from core.languages import Language, get_language
 from models.qwen_local_tts import (
     RETRY_SEED_STEP,
     SAMPLE_RATE,

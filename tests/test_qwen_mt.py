@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import UpstreamError
-from models.languages import get_language
+from core.errors import UpstreamError
+from core.languages import get_language
+from core.retry import RetryPolicy
 from models.qwen_mt import QwenMTTranslator
-from models.retry import RetryPolicy
 from tests.loopback_dashscope import LoopbackDashScope
 
 FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05)

@@ -49,7 +49,7 @@ class Reference:
 
 
 def lang_code(request: RecordedRequest) -> str:
-    from models.languages import get_language
+    from core.languages import get_language
 
     return get_language(request.body["input"]["language_type"]).code
 
@@ -155,7 +155,7 @@ def assert_same_outputs(out: Path, ref: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(prefect_harness, sample_video: Path, tiny_en_model: Path, tmp_path_factory) -> Reference:
-    from flows.config import build_config
+    from core.config import build_config
     from flows.dub import dub
 
     tmp = tmp_path_factory.mktemp("reference")
@@ -311,9 +311,9 @@ def test_transient_faults_cost_nothing_extra(
 
     The seeds are chosen so that each kind sees exactly 5 faults (both statuses): at these rates 6 faults on
     one line (p = 0.3^6 per line) would fail the job about 2 % of the time, a flaky test rather than a bug."""
-    from flows.config import build_config
+    from core.config import build_config
+    from core.retry import RetryPolicy
     from flows.dub import dub
-    from models.retry import RetryPolicy
 
     calls = len(reference.keys)  # lines x languages: as many TTS as Qwen-MT calls (the source is not asked)
     most = RetryPolicy().max_attempts - 1

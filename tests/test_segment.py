@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import InputError
 from models.base import Transcript, TranscriptSegment, Word
-from models.errors import InputError
 from tasks.segment import (
     MAX_LINE_S,
     Line,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from core.errors import ConfigError, InputError
 from models.demucs_separator import (
     SHIFT_SEED,
     DemucsSeparator,
@@ -24,7 +25,6 @@ from models.demucs_separator import (
     plan_chunks,
     shift_origins,
 )
-from models.errors import ConfigError, InputError
 from tasks.separate import Stems, check_separator, run_separation, separate
 from tests.tiny_demucs import TINY_BAG, TINY_NAME, build_tiny_repo, write_test_wav
 

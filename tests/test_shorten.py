@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from models.languages import get_language
-from models.speech_rate import character_budget, characters_per_second, estimate_seconds
+from core.languages import get_language
 from tasks.shorten import MAX_ATTEMPTS, shorten_overlong
 from tasks.synthesize import ClipRecord
 from tasks.translate import TranslatedLine, TranslationCache
+from text.speech_rate import character_budget, characters_per_second, estimate_seconds
 
 RATE = 24000
 SECONDS_PER_CHAR = 0.07  # the stub voice speaks 14.3 characters per second

@@ -1,4 +1,4 @@
-"""tasks/subtitles.py: cue timing rules, SRT and WebVTT files, line wrapping."""
+"""text/subtitles.py: cue timing rules, SRT and WebVTT files, line wrapping."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import srt
 
-from tasks.subtitles import LINE_CHARS, MIN_CUE_S, Cue, cues_for_track, write_srt, write_vtt
+from text.subtitles import LINE_CHARS, MIN_CUE_S, Cue, cues_for_track, write_srt, write_vtt
 
 TIMINGS = [
     (0.50, 2.10, "Good morning, everyone."),

@@ -7,7 +7,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from models.whisper_asr import FasterWhisperTranscriber, resolve_model_name
 from tasks.media import extract_audio, probe_media
 from tasks.segment import ANALYSIS_RATE, build_lines, load_mono, refine_line_edges, usable_words

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from models.errors import UpstreamError
-from models.languages import Language, get_language
+from core.errors import UpstreamError
+from core.languages import Language, get_language
+from core.retry import RetryPolicy
 from models.qwen_mt import DEFAULT_DOMAIN, QwenMTTranslator
-from models.retry import RetryPolicy
 from tasks.segment import Line
 from tasks.translate import (
     SCENE_BREAK_S,

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from models.errors import ConfigError
+from core.errors import ConfigError
 from tasks.assemble import LineTiming
 from tasks.media import encode_audio
 from tasks.translate import TranslatedLine

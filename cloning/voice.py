@@ -1,6 +1,6 @@
 """Cloned voices, consent first: the two cloning routes and revocation.
 
-Every function that creates or uses a cloned voice takes the ConsentGrant that tasks.consent.check_consent
+Every function that creates or uses a cloned voice takes the ConsentGrant that cloning.ledger.check_consent
 returned (the only way to get one), writes the audit entry of what it did, and keeps what it created where
 revocation finds it:
 
@@ -25,20 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from models.base import SpeechSynthesizer
-from models.dashscope_voice_clone import (
-    VC_MODEL,
-    VC_RPM,
-    DashScopeCloneTTS,
-    VoiceEnrollment,
-    VoiceIdCache,
-    preferred_name_for,
-)
-from models.errors import ConfigError, DubError, InputError, UpstreamError
-from models.qwen_local_tts import QwenLocalTTS
-from models.retry import RetryPolicy
-from tasks.clone_reference import load_reference, validate_reference
-from tasks.consent import (
+from cloning.ledger import (
     ConsentError,
     ConsentGrant,
     ConsentRecord,
@@ -49,7 +36,20 @@ from tasks.consent import (
     revoke_record,
     utc_now,
 )
-from tasks.files import read_json, sha256_file
+from cloning.reference import load_reference, validate_reference
+from core.errors import ConfigError, DubError, InputError, UpstreamError
+from core.files import read_json, sha256_file
+from core.retry import RetryPolicy
+from models.base import SpeechSynthesizer
+from models.dashscope_voice_clone import (
+    VC_MODEL,
+    VC_RPM,
+    DashScopeCloneTTS,
+    VoiceEnrollment,
+    VoiceIdCache,
+    preferred_name_for,
+)
+from models.qwen_local_tts import QwenLocalTTS
 
 log = logging.getLogger(__name__)
 

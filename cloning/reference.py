@@ -25,8 +25,8 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from models.errors import InputError, MissingToolError
-from tasks.files import atomic_path, write_bytes_atomic, write_json_atomic
+from core.errors import InputError, MissingToolError
+from core.files import atomic_path, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

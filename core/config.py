@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.errors import ConfigError
-from models.languages import LANGUAGES, get_language
+from core.errors import ConfigError
+from core.languages import LANGUAGES, get_language
 
 TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
 MT_DEFAULT_MODEL = "qwen-mt-flash"
@@ -72,7 +72,7 @@ class DubConfig(BaseModel):
     tts_batch: int = Field(default=8, ge=1, le=64, description="Local TTS: lines per generate call")
     clone: str | None = Field(default=None, description="Clone this consented speaker's voice (speaker id)")
     consent_dir: Path | None = Field(
-        default=None, description="Consent ledger folder (python -m flows.consent)"
+        default=None, description="Consent ledger folder (python -m cloning.cli)"
     )
     clone_use: str | None = Field(
         default=None, description="The use consented to, e.g. 'dubbing of channel X'"

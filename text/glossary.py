@@ -10,8 +10,8 @@ import csv
 import json
 from pathlib import Path
 
-from models.errors import InputError
-from models.languages import get_language
+from core.errors import InputError
+from core.languages import get_language
 
 Glossary = dict[str, dict[str, str]]  # target code (or "*") -> {source term: target term}
 

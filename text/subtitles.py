@@ -9,7 +9,7 @@ from pathlib import Path
 
 import srt
 
-from tasks.files import write_bytes_atomic
+from core.files import write_bytes_atomic
 
 MIN_CUE_S = 0.8  # shorter cues cannot be read
 LINE_CHARS = 42  # Netflix/BBC guideline for Latin scripts; CJK uses half (characters are wider)

@@ -39,9 +39,9 @@ from pydantic import (
     model_validator,
 )
 
-from models.errors import DubError
-from models.languages import LANGUAGES, Language
-from tasks.files import sha256_file, write_json_atomic
+from core.errors import DubError
+from core.files import sha256_file, write_json_atomic
+from core.languages import LANGUAGES, Language
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def load_record(ledger: Path, speaker_id: str) -> ConsentRecord:
     if not path.is_file():
         raise ConsentError(
             f"no consent record for speaker {speaker_id!r} in {ledger} "
-            f"(add one with: python -m flows.consent add {speaker_id} --ledger {ledger} ...)"
+            f"(add one with: python -m cloning.cli add {speaker_id} --ledger {ledger} ...)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from models.errors import UpstreamError
+from core.errors import UpstreamError
 
 T = TypeVar("T")
 
