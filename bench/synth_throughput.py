@@ -75,10 +75,11 @@ def max_in_window(starts: list[float], window: float) -> int:
 
 def run_scenario(name: str, args: argparse.Namespace, faults: dict[int, float] | None) -> dict:
     import models.pacing
+    from core.clip_cache import ClipCache, clip_key
     from core.languages import get_language
     from core.retry import RetryPolicy
     from models.dashscope_tts import DashScopeTTS
-    from tasks.synthesize import ClipCache, clip_key, synthesize_lines
+    from tasks.synthesize import synthesize_lines
     from tests.loopback_dashscope import LoopbackDashScope, _bill
 
     scale = 60.0 / args.window

@@ -89,10 +89,10 @@ class ClonedQwenLocalTTS(QwenLocalTTS):
         super().__init__(mode="base", **kwargs)
         self.speaker_id = speaker_id
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, voice: str | None = None) -> dict[str, Any]:
         pending = self._pending_ref
         reference = pending[2] if pending is not None else getattr(self.voice_prompt, "audio_sha256", "")
-        return {**super().identity(), "clone": {"speaker_id": self.speaker_id, "reference_sha256": reference}}
+        return {**super().identity(voice), "clone": {"speaker_id": self.speaker_id, "reference_sha256": reference}}
 
 
 def local_clone_synthesizer(

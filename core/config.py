@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import ConfigError
-from core.languages import LANGUAGES, get_language
+from core.languages import get_language
 
 TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
 MT_DEFAULT_MODEL = "qwen-mt-flash"
@@ -43,8 +43,20 @@ class DubConfig(BaseModel):
     voice: str | None = Field(
         default=None, description="TTS voice (see --list-voices); default Cherry (api) or Vivian (local)"
     )
-    tts: Literal["api", "local"] = "api"
-    translator: Literal["api", "local"] = "api"
+    tts: str = Field(
+        default="api",
+        description="TTS engine: api (DashScope Qwen TTS) or local (qwen-tts on this machine)",
+        json_schema_extra={"enum": ["api", "local"]},
+    )
+    translator: str = Field(
+        default="api",
+        description="Translation engine: api (Qwen-MT) or local (a transformers LLM)",
+        json_schema_extra={"enum": ["api", "local"]},
+    )
+    cast: dict[str, str] = Field(
+        default_factory=dict,
+        description="Voice per speaker, e.g. S1=Ethan,S2=Cherry (speakers as named in segments.json)",
+    )
     asr_model: str = Field(default="auto", description="faster-whisper model name or CTranslate2 directory")
     separator: Literal["htdemucs", "none"] = "htdemucs"
     demucs_model: str = Field(
@@ -154,6 +166,36 @@ class DubConfig(BaseModel):
             raise ValueError("give at least one target language")
         return codes
 
+    @field_validator("tts")
+    @classmethod
+    def _known_tts(cls, value: str) -> str:
+        from models.registry import tts_engine
+
+        return tts_engine(value).name
+
+    @field_validator("translator")
+    @classmethod
+    def _known_translator(cls, value: str) -> str:
+        from models.registry import translator_engine
+
+        return translator_engine(value).name
+
+    @field_validator("cast", mode="before")
+    @classmethod
+    def _parse_cast(cls, value: object) -> object:
+        """ "S1=Ethan, S2=Cherry" or a mapping -> {"S1": "Ethan", "S2": "Cherry"}."""
+        if not isinstance(value, str):
+            return value
+        cast: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            speaker, sep, voice = item.partition("=")
+            if not sep or not speaker.strip() or not voice.strip():
+                raise ConfigError(f"--cast: expected SPEAKER=VOICE, got {item.strip()!r}")
+            cast[speaker.strip()] = voice.strip()
+        return cast
+
     @field_validator("source_lang")
     @classmethod
     def _known_source(cls, value: str | None) -> str | None:
@@ -181,7 +223,13 @@ class DubConfig(BaseModel):
         if isinstance(values, dict) and values.get("clone"):
             return values  # the voice is the consented speaker's clone
         if isinstance(values, dict) and not values.get("voice") and not values.get("voice_design"):
-            values = {**values, "voice": "Vivian" if values.get("tts") == "local" else "Cherry"}
+            from models.registry import tts_engine
+
+            try:
+                default = tts_engine(str(values.get("tts") or "api")).default_voice
+            except ConfigError:
+                return values  # the tts validator names the unknown engine
+            values = {**values, "voice": default}
         return values
 
     @model_validator(mode="after")
@@ -194,25 +242,26 @@ class DubConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_voice(self) -> DubConfig:
+        """The engine's own options, the job's voice and every voice of the cast, against the engine's
+        catalogue (a cloned voice is in no catalogue)."""
+        from models.registry import tts_engine
+
+        engine = tts_engine(self.tts)
         if self.clone is not None:
-            return self  # an enrolled/cloned voice is not in any catalogue
-        if self.tts == "local":
-            if self.voice_design is None:
-                from models.qwen_local_tts import resolve_speaker
-
-                resolve_speaker(self.voice or "")
+            if engine.clone is None:
+                raise ConfigError(f"--clone: the {self.tts} TTS engine cannot speak with a cloned voice")
+            if self.cast:
+                raise ConfigError("--cast cannot be combined with --clone (one cloned voice per job)")
             return self
-        if self.voice_design is not None:
-            raise ConfigError("--voice-design needs the local route (--tts local)")
-        if self.tts == "api":
-            from models.voices import INSTRUCT_MODELS, resolve_voice
-
-            resolve_voice(self.voice or "", self.tts_model)
-            if self.instructions and self.tts_model not in INSTRUCT_MODELS:
-                raise ConfigError(
-                    "--instructions needs an instruct model "
-                    f"(--tts-model qwen3-tts-instruct-flash-2026-01-26), not {self.tts_model}"
-                )
+        if engine.check is not None:
+            engine.check(self)
+        if self.voice_design is not None and self.cast:
+            raise ConfigError("--cast cannot be combined with --voice-design (one designed voice per job)")
+        if self.voice_design is None and self.voice:
+            object.__setattr__(self, "voice", engine.resolve_voice(self, self.voice))
+        if self.cast:
+            resolved = {speaker: engine.resolve_voice(self, voice) for speaker, voice in self.cast.items()}
+            object.__setattr__(self, "cast", resolved)
         return self
 
     @property
@@ -240,6 +289,3 @@ def build_config(**values: object) -> DubConfig:
             raise inner from None
         where = ".".join(str(p) for p in err.get("loc", ())) or "config"
         raise ConfigError(f"invalid {where}: {err.get('msg', 'bad value')}") from None
-
-
-SUPPORTED_LANGUAGE_CODES = tuple(LANGUAGES)

@@ -276,69 +276,6 @@ def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept laz
     return build_config(**values)
 
 
-def preflight(config) -> None:  # config: DubConfig
-    """Everything that can be known before work starts: input, routes, key, output folder."""
-    from models.dashscope_common import api_key_from_env
-    from models.whisper_asr import resolve_model_name
-    from tasks.media import probe_media, require_tool
-    from tasks.separate import check_separator
-
-    require_tool("ffmpeg")
-    if config.clone is not None:
-        # consent first: no model, no API call, no output folder for a clone without valid consent
-        from cloning.reference import validate_reference
-        from cloning.voice import grant_for_config
-
-        grant_for_config(config)
-        if config.clone_ref is not None:
-            validate_reference(config.clone_ref)
-    probe_media(config.video)
-    check_separator(
-        config.separator, model=config.demucs_model, model_dir=config.demucs_dir, device=config.device,
-        shifts=config.demucs_shifts, overlap=config.demucs_overlap, chunk_seconds=config.demucs_chunk_s,
-        load=True,
-    )  # fmt: skip
-    for option, path in (("--segments", config.segments), ("--subtitles", config.subtitles)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{option} file not found: {path}")
-    if config.glossary is not None:
-        from text.glossary import load_glossary
-
-        load_glossary(config.glossary)
-    if config.segments is not None:
-        from tasks.segment import load_plan
-
-        load_plan(config.segments)  # a malformed plan fails here, naming the line
-    if config.subtitles is not None:
-        from tasks.segment import lines_from_subtitles
-
-        lines_from_subtitles(config.subtitles)
-    if config.tts == "local" and config.clone is None:
-        from tasks.synthesize import make_synthesizer
-
-        make_synthesizer(config)  # validates speaker, size and model directory; loads nothing
-    if config.translator == "local":
-        from tasks.translate import translator_for
-
-        translator_for(config)  # validates the model id or directory; loads nothing
-    if (config.tts == "api" or config.translator == "api") and not config.dry_run:
-        api_key_from_env()
-    asr = resolve_model_name(config.asr_model)
-    if config.verify:
-        from tasks.verify import require_model_for
-
-        for code in config.langs:
-            require_model_for(asr, code)
-    out = config.out_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".write-test"
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
-
-
 def disk_full(exc: BaseException, folders: tuple[Path, ...] = ()) -> bool:
     """ENOSPC anywhere in the exception chain, or a write failure on a folder with no space left
     (libsndfile reports a full disk only as an unspecified write error)."""
@@ -451,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         config = config_from_args(args)
         folders = (config.out_dir, config.cache_dir)
+        from core.checks import preflight
+
         preflight(config)
         from flows.logs import configure_prefect_environment
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from prefect import flow
 
+from core.checks import preflight
 from core.config import DubConfig
 from core.files import write_json_atomic
 from core.job import JobPaths
@@ -196,6 +197,12 @@ def settle(futures: list[Any]) -> None:
 )
 def dub(config: DubConfig) -> DubResult:
     """Dub a video into the requested languages with Qwen TTS."""
+    preflight(config)  # the CLI's checks, for runs started from the UI or a deployment as well
+    return run_job(config)
+
+
+def run_job(config: DubConfig) -> DubResult:
+    """The whole job, inside the `dub` flow run, after its checks."""
     job = JobPaths(config.out_dir, config.name, config.container)
     clock = StageClock()
     tag_flow_run([f"lang:{code}" for code in config.langs])

@@ -121,15 +121,31 @@ class Translator(Protocol):
         ...
 
 
-class SpeechSynthesizer(Protocol):
-    route: str
+@dataclass(frozen=True)
+class SpeechRequest:
+    """One line to speak: its text, its language and its voice (a name from the engine's catalogue;
+    None: the synthesizer's own voice, the only choice for a designed or cloned voice)."""
 
-    def identity(self) -> dict[str, Any]:
+    text: str
+    language: Language
+    voice: str | None = None
+
+
+class SpeechSynthesizer(Protocol):
+    route: str  # the engine's registry name (models/registry.py): part of every clip cache key
+
+    def identity(self, voice: str | None = None) -> dict[str, Any]:
         """Route, model snapshot, voice, instructions, generation parameters: the clip cache key minus
-        the text and language."""
+        the text and language, for lines spoken with `voice` (None: the synthesizer's own voice)."""
         ...
 
-    def synthesize(self, text: str, language: Language) -> SynthesizedClip: ...
+    def synthesize(self, text: str, language: Language, voice: str | None = None) -> SynthesizedClip: ...
+
+
+class BatchSpeechSynthesizer(SpeechSynthesizer, Protocol):
+    """An engine that runs several requests, of any languages and voices, in one call on a device."""
+
+    def synthesize_requests(self, requests: Sequence[SpeechRequest]) -> list[SynthesizedClip]: ...
 
 
 class Separator(Protocol):

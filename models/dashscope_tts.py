@@ -23,6 +23,7 @@ from core.retry import CallStats, RetryPolicy, call_with_retries
 from models.base import SynthesizedClip
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.pacing import global_limit_name, shared_limiter
+from models.registry import API
 from models.voices import INSTRUCT_MODELS, resolve_voice
 from text.split import split_text
 
@@ -35,7 +36,8 @@ DEFAULT_TTS_MODEL = "qwen3-tts-flash-2025-11-27"  # snapshot-pinned; the bare al
 
 
 class DashScopeTTS:
-    route = "api"
+    """SpeechSynthesizer for DashScope Qwen TTS: one catalogue voice per request (`voice=None` speaks
+    with the default voice given here)."""
 
     def __init__(
         self,
@@ -49,7 +51,9 @@ class DashScopeTTS:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         require_key: bool = True,
+        route: str = API,
     ) -> None:
+        self.route = route
         self.model = model
         self.voice = resolve_voice(voice, model).name
         if instructions and model not in INSTRUCT_MODELS:
@@ -67,18 +71,23 @@ class DashScopeTTS:
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 
-    def identity(self) -> dict[str, Any]:
+    def voice_name(self, voice: str | None) -> str:
+        """The catalogue name of a request's voice (None: the default voice)."""
+        return self.voice if voice is None else resolve_voice(voice, self.model).name
+
+    def identity(self, voice: str | None = None) -> dict[str, Any]:
         return {
             "route": self.route,
             "model": self.model,
-            "voice": self.voice,
+            "voice": self.voice_name(voice),
             "instructions": self.instructions or "",
             "sample_rate": SAMPLE_RATE,
         }
 
-    def synthesize(self, text: str, language: Language) -> SynthesizedClip:
+    def synthesize(self, text: str, language: Language, voice: str | None = None) -> SynthesizedClip:
         """One line -> one clip. Lines over the request limit are split at sentence/clause boundaries and
         the pieces concatenated (the service returns each piece with its own short edge silences)."""
+        voice_name = self.voice_name(voice)
         pieces = split_text(text, MAX_REQUEST_CHARS)
         if not pieces:
             raise ConfigError("empty text cannot be synthesised")
@@ -87,7 +96,7 @@ class DashScopeTTS:
         billed = 0
         for piece in pieces:
             audio, characters = call_with_retries(
-                functools.partial(self._request, piece, language), self.retry, stats=stats
+                functools.partial(self._request, piece, language, voice_name), self.retry, stats=stats
             )
             audio_parts.append(audio)
             billed += characters
@@ -102,12 +111,12 @@ class DashScopeTTS:
 
     # -- one request -------------------------------------------------------------------------------
 
-    def _call_kwargs(self, text: str, language: Language) -> dict[str, Any]:
+    def _call_kwargs(self, text: str, language: Language, voice: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "api_key": self._api_key or api_key_from_env(),
             "text": text,
-            "voice": self.voice,
+            "voice": voice,
             "language_type": language.name,  # instruct models reject lowercase names
             "stream": self.stream,
             "base_address": self.endpoint.http_base_url,
@@ -116,11 +125,11 @@ class DashScopeTTS:
             kwargs["instructions"] = self.instructions
         return kwargs
 
-    def _request(self, text: str, language: Language) -> tuple[np.ndarray, int]:
+    def _request(self, text: str, language: Language, voice: str) -> tuple[np.ndarray, int]:
         from dashscope import MultiModalConversation  # lazy: keeps --help fast
 
         with self.limiter.slot():
-            response = MultiModalConversation.call(**self._call_kwargs(text, language))
+            response = MultiModalConversation.call(**self._call_kwargs(text, language, voice))
             if self.stream:
                 return self._read_stream(response)
             return self._read_single(response)

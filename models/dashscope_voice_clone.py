@@ -33,6 +33,7 @@ from core.retry import TRANSPORT_ERRORS, RetryPolicy, call_with_retries
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.dashscope_tts import DashScopeTTS
 from models.pacing import global_limit_name, shared_limiter
+from models.registry import API
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,6 @@ class DashScopeCloneTTS(DashScopeTTS):
     id is not in; this constructor sets the same attributes itself and inherits everything else (request,
     streaming, download, retries, pacing)."""
 
-    route = "api"
-
     def __init__(
         self,
         *,
@@ -176,7 +175,9 @@ class DashScopeCloneTTS(DashScopeTTS):
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         require_key: bool = True,
+        route: str = API,
     ) -> None:
+        self.route = route
         if model not in VC_MODELS:
             raise ConfigError(f"{model!r} is not a voice-cloning model; use {VC_MODEL}")
         if not voice or not voice.strip():
@@ -198,9 +199,15 @@ class DashScopeCloneTTS(DashScopeTTS):
         self.speaker_id = speaker_id
         self.reference_sha256 = reference_sha256
 
-    def identity(self) -> dict[str, Any]:
+    def voice_name(self, voice: str | None) -> str:
+        """A cloned voice speaks only as itself: a request names it, or no voice at all."""
+        if voice not in (None, self.voice):
+            raise ConfigError(f"a cloned voice cannot speak as {voice!r}")
+        return self.voice
+
+    def identity(self, voice: str | None = None) -> dict[str, Any]:
         return {
-            **super().identity(),
+            **super().identity(voice),
             "clone": {"speaker_id": self.speaker_id, "reference_sha256": self.reference_sha256},
         }
 

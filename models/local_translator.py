@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, UpstreamError
 from core.languages import Language
+from models.registry import LOCAL
 
 if TYPE_CHECKING:
     import torch
@@ -485,8 +486,6 @@ def load_local_lm(model: str, device: str, dtype: str, revision: str | None = No
 class LocalLLMTranslator:
     """Translator route "local": a chat LLM run in this process, batched."""
 
-    route = "local"
-
     def __init__(
         self,
         *,
@@ -496,7 +495,9 @@ class LocalLLMTranslator:
         batch_size: int = DEFAULT_BATCH_SIZE,
         params: GenerationParams | None = None,
         revision: str | None = None,
+        route: str = LOCAL,
     ) -> None:
+        self.route = route
         if batch_size < 1:
             raise ConfigError(f"translation batch size must be at least 1, got {batch_size}")
         self.device = device or default_device()

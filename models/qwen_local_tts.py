@@ -46,7 +46,8 @@ import numpy as np
 
 from core.errors import ConfigError, InputError, UpstreamError
 from core.languages import LANGUAGES, Language
-from models.base import SynthesizedClip
+from models.base import SpeechRequest, SynthesizedClip
+from models.registry import LOCAL
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +424,8 @@ def _read_prompt(path: Path, audio_sha256: str, ref_text: str | None, model_key:
 class _Line:
     index: int
     text: str  # as sent to the model (numbers spelt out)
+    language: Language
+    speaker: str | None  # custom_voice mode: the line's speaker
     ceiling_frames: int
     floor_s: float
     max_new_tokens: int
@@ -434,10 +437,10 @@ class _Line:
 
 
 class QwenLocalTTS:
-    """SpeechSynthesizer for the "local" route. Nothing heavy happens in the constructor (options are
-    validated, no model is loaded); the model loads on the first synthesize call or on load()."""
-
-    route = "local"
+    """SpeechSynthesizer for Qwen3-TTS on this machine (registry entry "local"); a request's voice is one
+    of the CustomVoice speakers (custom_voice mode only: a designed or cloned voice is the instance's own).
+    Nothing heavy happens in the constructor (options are validated, no model is loaded); the model loads
+    on the first synthesize call or on load()."""
 
     def __init__(
         self,
@@ -460,7 +463,9 @@ class QwenLocalTTS:
         retries: int = 2,
         seed: int | None = 0,
         normalize_numbers: bool = True,
+        route: str = LOCAL,
     ) -> None:
+        self.route = route
         if mode not in MODES:
             raise ConfigError(f"unknown local TTS mode {mode!r}; choose one of {', '.join(MODES)}")
         if retries < 0:
@@ -545,16 +550,26 @@ class QwenLocalTTS:
 
     # -- protocol ----------------------------------------------------------------------------------
 
-    def identity(self) -> dict[str, Any]:
+    def speaker_for(self, voice: str | None) -> str | None:
+        """The CustomVoice speaker a request asks for (None: the instance's own voice)."""
+        if voice is None:
+            return self.speaker
+        if self.mode != "custom_voice":
+            raise ConfigError(f"a {self.mode.replace('_', ' ')} voice cannot speak as {voice!r}")
+        return resolve_speaker(voice, self._speakers_offered())
+
+    def identity(self, voice: str | None = None) -> dict[str, Any]:
         """The clip cache key minus text and language. Device, dtype and attention are left out on
         purpose: they are where the model runs, not which voice is asked for."""
-        voice: dict[str, Any]
+        voice_fields: dict[str, Any]
         if self.mode == "custom_voice":
-            voice = {"speaker": self.speaker, "instructions": self.instructions or ""}
+            voice_fields = {"speaker": self.speaker_for(voice), "instructions": self.instructions or ""}
         elif self.mode == "voice_design":
-            voice = {"description": self.description}
+            self.speaker_for(voice)
+            voice_fields = {"description": self.description}
         else:
-            voice = {"voice_prompt": self._prompt_id()}
+            self.speaker_for(voice)
+            voice_fields = {"voice_prompt": self._prompt_id()}
         seed_policy: dict[str, Any] = (
             {"seed": "random"}
             if self.seed is None
@@ -565,7 +580,7 @@ class QwenLocalTTS:
             "engine": f"qwen-tts {_package_version('qwen-tts')}",
             "model": self.model_key,
             "mode": self.mode,
-            **voice,
+            **voice_fields,
             "generation": asdict(self.generation),
             "guard": {**asdict(self.guard), "retries": self.retries},
             "seed_policy": seed_policy,
@@ -573,26 +588,35 @@ class QwenLocalTTS:
             "sample_rate": SAMPLE_RATE,
         }
 
-    def synthesize(self, text: str, language: Language) -> SynthesizedClip:
-        return self.synthesize_batch([text], language)[0]
+    def synthesize(self, text: str, language: Language, voice: str | None = None) -> SynthesizedClip:
+        return self.synthesize_requests([SpeechRequest(text, language, voice)])[0]
 
-    def synthesize_batch(self, texts: list[str], language: Language) -> list[SynthesizedClip]:
-        """Several lines in ONE generate_* call (plus one call per retry round for the lines that failed
-        the guard). Returns one clip per text, in order. Keep batches of similar lengths: the call runs
-        until its longest line is done (its max_new_tokens is the largest of the lines' caps)."""
-        if not texts:
+    def synthesize_batch(
+        self, texts: list[str], language: Language, voice: str | None = None
+    ) -> list[SynthesizedClip]:
+        """Lines of one language and voice in one generate call (see synthesize_requests)."""
+        return self.synthesize_requests([SpeechRequest(text, language, voice) for text in texts])
+
+    def synthesize_requests(self, requests: Sequence[SpeechRequest]) -> list[SynthesizedClip]:
+        """Several lines in ONE generate_* call, whatever their languages and (CustomVoice) speakers: the
+        package takes one text, language and speaker per item. Plus one call per retry round for the
+        lines that failed the guard. Returns one clip per request, in order. Keep batches of similar
+        lengths: the call runs until its longest line is done (max_new_tokens is the largest cap)."""
+        if not requests:
             return []
-        self._check_language_name(language)
-        lines = [self._plan(i, text, language) for i, text in enumerate(texts)]
+        for language in {r.language.code: r.language for r in requests}.values():
+            self._check_language_name(language)
+        lines = [self._plan(i, r.text, r.language, self.speaker_for(r.voice)) for i, r in enumerate(requests)]
         tts = self.load()
-        self._check_language_loaded(tts, language)
+        for language in {r.language.code: r.language for r in requests}.values():
+            self._check_language_loaded(tts, language)
         prompt = self._ensure_prompt() if self.mode == "base" else None
 
         pending = lines
         for round_index in range(self.retries + 1):
             seed = self._seed_for(round_index)
             cap = max(line.max_new_tokens for line in pending)
-            wavs = self._generate(tts, [line.text for line in pending], language, cap, seed, prompt)
+            wavs = self._generate(tts, pending, cap, seed, prompt)
             for line, wav in zip(pending, wavs, strict=True):
                 self._judge(line, wav, seed)
             pending = [line for line in pending if line.verdict is not None]
@@ -602,7 +626,7 @@ class QwenLocalTTS:
                 "local TTS guard: regenerating %d of %d line(s) with a new seed (%s)",
                 len(pending), len(lines), ", ".join(sorted({str(line.verdict) for line in pending})),
             )  # fmt: skip
-        return [self._clip(line, len(texts)) for line in lines]
+        return [self._clip(line, len(requests)) for line in lines]
 
     # -- voice cloning -------------------------------------------------------------------------------
 
@@ -745,7 +769,7 @@ class QwenLocalTTS:
                 + ", ".join(sorted(str(name).capitalize() for name in offered if name != "auto"))
             )
 
-    def _plan(self, index: int, text: str, language: Language) -> _Line:
+    def _plan(self, index: int, text: str, language: Language, speaker: str | None) -> _Line:
         clean = " ".join(text.split())
         if not clean:
             raise ConfigError("empty text cannot be synthesised")
@@ -756,7 +780,9 @@ class QwenLocalTTS:
         max_new_tokens = ceiling_frames + 1
         if self.generation.max_new_tokens is not None:
             max_new_tokens = min(max_new_tokens, self.generation.max_new_tokens)
-        return _Line(index, clean, ceiling_frames, self.guard.floor_s(clean), max_new_tokens)
+        return _Line(
+            index, clean, language, speaker, ceiling_frames, self.guard.floor_s(clean), max_new_tokens
+        )
 
     def _seed_for(self, round_index: int) -> int:
         if self.seed is None:
@@ -766,8 +792,7 @@ class QwenLocalTTS:
     def _generate(
         self,
         tts: Any,
-        texts: list[str],
-        language: Language,
+        lines: list[_Line],
         max_new_tokens: int,
         seed: int,
         prompt: ClonePrompt | None,
@@ -775,25 +800,27 @@ class QwenLocalTTS:
         import torch
 
         kwargs = {**self.generation.sampling_kwargs(), "max_new_tokens": max_new_tokens}
+        texts = [line.text for line in lines]
+        languages = [line.language.name for line in lines]
         with _GENERATE_LOCK, torch.inference_mode():
             torch.manual_seed(seed)
             try:
                 if self.mode == "custom_voice":
                     wavs, rate = tts.generate_custom_voice(
                         text=texts,
-                        speaker=self.speaker,
-                        language=language.name,
+                        speaker=[line.speaker for line in lines],
+                        language=languages,
                         instruct=self.instructions,
                         **kwargs,
                     )
                 elif self.mode == "voice_design":
                     wavs, rate = tts.generate_voice_design(
-                        text=texts, instruct=self.description, language=language.name, **kwargs
+                        text=texts, instruct=self.description, language=languages, **kwargs
                     )
                 else:
                     assert prompt is not None
                     wavs, rate = tts.generate_voice_clone(
-                        text=texts, language=language.name, voice_clone_prompt=list(prompt.items), **kwargs
+                        text=texts, language=languages, voice_clone_prompt=list(prompt.items), **kwargs
                     )
             except ValueError as exc:  # the package's own validation (speaker, language, batch sizes)
                 raise ConfigError(f"qwen-tts refused the request: {exc}") from None

@@ -14,6 +14,7 @@ from typing import Any
 from core.languages import Language
 from core.retry import RetryPolicy, call_with_retries
 from models.dashscope_common import DashScopeTextClient
+from models.registry import API
 
 DEFAULT_MT_MODEL = "qwen-mt-flash"
 # The style hint sent as translation_options.domains (Qwen-MT wants it in English): dubbing needs spoken,
@@ -26,8 +27,6 @@ QWEN_MT_MODELS = ("qwen-mt-flash", "qwen-mt-plus", "qwen-mt-lite", "qwen-mt-turb
 
 
 class QwenMTTranslator(DashScopeTextClient):
-    route = "api"
-
     def __init__(
         self,
         *,
@@ -39,10 +38,12 @@ class QwenMTTranslator(DashScopeTextClient):
         require_key: bool = True,
         terms: dict[str, dict[str, str]] | None = None,
         domain: str | None = None,
+        route: str = API,
     ) -> None:
         super().__init__(
             model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
         )
+        self.route = route
         self.terms = terms or {}  # target code -> {source term: target term}
         self.domain = DEFAULT_DOMAIN if domain is None else domain.strip()
 

@@ -14,6 +14,7 @@ from core.errors import UpstreamError
 from core.languages import Language
 from core.retry import RetryPolicy, call_with_retries
 from models.dashscope_common import DashScopeTextClient
+from models.registry import API
 
 DEFAULT_SHORTEN_MODEL = "qwen-flash"
 PROMPT_VERSION = "shorten-v1"
@@ -54,8 +55,6 @@ def clean_reply(reply: str) -> str:
 
 
 class DashScopeShortener(DashScopeTextClient):
-    route = "api"
-
     def __init__(
         self,
         *,
@@ -65,7 +64,9 @@ class DashScopeShortener(DashScopeTextClient):
         concurrency: int = 4,
         retry: RetryPolicy | None = None,
         require_key: bool = True,
+        route: str = API,
     ) -> None:
+        self.route = route
         super().__init__(
             model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
         )
@@ -90,10 +91,9 @@ class DashScopeShortener(DashScopeTextClient):
 class LocalRetranslateShortener:
     """Re-translate the source with the tighter budget in the local LLM's prompt."""
 
-    route = "local"
-
     def __init__(self, translator: Any) -> None:
         self.translator = translator
+        self.route = str(translator.route)
 
     def identity(self) -> dict[str, Any]:
         return {"route": self.route, "translator": self.translator.identity()}

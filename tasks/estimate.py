@@ -9,13 +9,14 @@ from typing import Any
 
 from prefect import task
 
+from core.clip_cache import ClipCache, clip_key
 from core.errors import ConfigError, DubError
 from core.languages import Language, get_language
 from core.progress import stage_logger
 from models.billing import billed_characters, estimate_billed_characters, price
 from tasks.media import STAGE
 from tasks.segment import Line
-from tasks.synthesize import ClipCache, clip_key, make_synthesizer
+from tasks.synthesize import make_synthesizer
 from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
 from text.glossary import terms_for
 

@@ -20,12 +20,13 @@ import soundfile as sf
 from prefect import task
 
 from audio.fit import fit_clip_to_slot
+from core.clip_cache import ClipCache, clip_key
 from core.files import atomic_path, content_key, is_fresh, mark_fresh, read_json, write_json_atomic
 from core.languages import Language, get_language
 from core.progress import NullProgress, StageProgress, stage_logger
 from tasks.media import STAGE
 from tasks.shorten import ShortenReport, make_shortener, shorten_overlong
-from tasks.synthesize import ClipCache, ClipRecord, clip_key, make_synthesizer, synthesize_lines
+from tasks.synthesize import ClipRecord, make_synthesizer, synthesize_lines
 from tasks.translate import TranslatedLine, TranslationCache, lines_to_json
 
 FIT_VERSION = "fit-v1"

@@ -12,6 +12,7 @@ import soundfile as sf
 from prefect import task
 
 from audio.fit import trim_silence
+from core.clip_cache import ClipCache
 from core.errors import ConfigError, UpstreamError
 from core.files import content_key, write_json_atomic
 from core.languages import Language, get_language
@@ -19,7 +20,7 @@ from core.progress import stage_logger
 from core.retry import RetryPolicy
 from models.shortener import DEFAULT_SHORTEN_MODEL, DashScopeShortener, LocalRetranslateShortener, Shortener
 from tasks.media import STAGE
-from tasks.synthesize import ClipCache, ClipRecord, make_synthesizer, synthesize_lines
+from tasks.synthesize import ClipRecord, make_synthesizer, synthesize_lines
 from tasks.translate import TranslatedLine, TranslationCache, lines_to_json, translator_for, with_budget
 from text.speech_rate import spoken_length
 

@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
 from prefect import task
 
+from core.clip_cache import ClipCache, clip_key
 from core.errors import ConfigError, UpstreamError
-from core.files import atomic_path, content_key, read_json, write_json_atomic
+from core.files import atomic_path, write_json_atomic
 from core.languages import Language, get_language
 from core.parallel import map_lines
 from core.progress import NullProgress, StageProgress, stage_logger
@@ -40,42 +39,6 @@ class ClipRecord:
     attempts: int
     cached: bool
     key: str = ""  # the clip cache key: what the clip's audio is a function of
-
-
-class ClipCache:
-    def __init__(self, root: Path) -> None:
-        self.root = root / "clips"
-
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        d = self.root / key[:2]
-        return d / f"{key}.wav", d / f"{key}.json"
-
-    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
-        wav, meta_path = self._paths(key)
-        try:
-            meta = read_json(meta_path)
-            info = sf.info(str(wav))
-        except (OSError, ValueError, RuntimeError):
-            return None
-        if (
-            info.frames <= 0
-            or info.samplerate != meta.get("sample_rate")
-            or info.frames != meta.get("frames")
-        ):
-            return None  # truncated or foreign file: not trusted, will be re-synthesised
-        return wav, meta
-
-    def put(
-        self, key: str, audio: np.ndarray, rate: int, meta: dict[str, Any]
-    ) -> tuple[Path, dict[str, Any]]:
-        if audio.size == 0 or not np.all(np.isfinite(audio)):
-            raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
-        wav, meta_path = self._paths(key)
-        with atomic_path(wav) as tmp:
-            sf.write(str(tmp), audio.astype(np.float32), rate, subtype="FLOAT")
-        meta = {**meta, "sample_rate": rate, "frames": int(audio.size)}
-        write_json_atomic(meta_path, meta)
-        return wav, meta
 
 
 def clone_reference_path(config: Any) -> Path:
@@ -134,10 +97,6 @@ def audit_clone_use(config: Any, lang_code: str, line_count: int) -> None:
         job_id = config.name
     audit_clone_synthesis(grant_for_config(config), job_id=job_id, language=lang_code, line_count=line_count,
                           route=config.tts)  # fmt: skip
-
-
-def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
-    return content_key("clip-v1", identity, language, text)
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -472,7 +472,7 @@ def test_enrollment_retries_transient_failures_only(
 def test_revocation_deletes_the_enrolled_voice_and_purges_its_clips(
     ledger: Path, reference: Path, tmp_path: Path, dashscope_server: LoopbackDashScope
 ) -> None:
-    from tasks.synthesize import ClipCache
+    from core.clip_cache import ClipCache
 
     cache = tmp_path / "cache"
     grant = check_consent(ledger, "alice", ["ja"], USE)

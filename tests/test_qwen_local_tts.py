@@ -158,8 +158,8 @@ def test_runaway_is_capped_at_the_ceiling_retried_with_new_seeds_then_flagged(
     assert clip.extra["guard"] == "too_long" and clip.extra["guard_history"] == ["too_long"] * 3
     assert clip.attempts == clip.extra["attempts"] == 3 and clip.requests == 1 and clip.billed_characters == 0
     assert [c["_seed"] for c in calls] == [0, RETRY_SEED_STEP, 2 * RETRY_SEED_STEP]
-    assert all(c["max_new_tokens"] == 6 and c["speaker"] == "Ono_Anna" for c in calls)
-    assert all(c["text"] == ["Hello world."] and c["language"] == "English" for c in calls)
+    assert all(c["max_new_tokens"] == 6 and c["speaker"] == ["Ono_Anna"] for c in calls)
+    assert all(c["text"] == ["Hello world."] and c["language"] == ["English"] for c in calls)
 
 
 def test_a_batch_of_three_lines_is_one_generate_call(
@@ -173,7 +173,7 @@ def test_a_batch_of_three_lines_is_one_generate_call(
     texts = ["こんにちは。", "今日はいい天気ですね。", "さようなら！"]
     clips = tts.synthesize_batch(texts, JA)
 
-    assert len(calls) == 1 and calls[0]["text"] == texts and calls[0]["language"] == "Japanese"
+    assert len(calls) == 1 and calls[0]["text"] == texts and calls[0]["language"] == ["Japanese"] * len(texts)
     assert len(clips) == 3
     for clip in clips:
         assert_clip_audio(clip.audio)
@@ -209,7 +209,7 @@ def test_voice_design_uses_the_description(tiny: dict[str, Path], monkeypatch: p
     clip = tts.synthesize("Guten Tag.", DE)
     assert_clip_audio(clip.audio)
     assert clip.audio.size == 2 * SAMPLES_PER_FRAME
-    assert calls[0]["instruct"] == "A calm, warm, female voice." and calls[0]["language"] == "German"
+    assert calls[0]["instruct"] == "A calm, warm, female voice." and calls[0]["language"] == ["German"]
     assert tts.identity()["description"] == "A calm, warm, female voice."
 
 
@@ -491,9 +491,9 @@ def test_length_guard_numbers() -> None:
     assert guard.ceiling_frames(cjk) == 113  # ceil(9.0 * 12.5)
     assert guard.ceiling_s("안녕하세요" * 4) == guard.ceiling_s(cjk) == guard.ceiling_s("1" * 20)
     tts = QwenLocalTTS()
-    assert tts._plan(0, cjk, JA).max_new_tokens == 114
+    assert tts._plan(0, cjk, JA, None).max_new_tokens == 114
     capped = QwenLocalTTS(generation=GenerationParams(max_new_tokens=50))
-    assert capped._plan(0, cjk, JA).max_new_tokens == 50
+    assert capped._plan(0, cjk, JA, None).max_new_tokens == 50
     with pytest.raises(ConfigError):
         LengthGuard(headroom=0)
 

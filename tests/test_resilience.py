@@ -55,7 +55,7 @@ def lang_code(request: RecordedRequest) -> str:
 
 
 def clip_key_of(identity: dict, request: RecordedRequest) -> str:
-    from tasks.synthesize import clip_key
+    from core.clip_cache import clip_key
 
     return clip_key(identity, lang_code(request), request.body["input"]["text"])
 
@@ -67,7 +67,7 @@ def billed_requests(server: LoopbackDashScope) -> list[RecordedRequest]:
 
 def stored_keys(cache: Path, keys: set[str]) -> set[str]:
     """The keys whose cache entry the flow would trust (audio and metadata complete and consistent)."""
-    from tasks.synthesize import ClipCache
+    from core.clip_cache import ClipCache
 
     clip_cache = ClipCache(cache)
     return {k for k in keys if clip_cache.get(k) is not None}
@@ -206,7 +206,7 @@ def test_killed_run_resumes_and_pays_each_stored_line_once(
         the same bytes for translations and subtitles; per audio track the same codec, tags, duration
         and decoded samples), and run 2 leaves no temporary file of its own.
     """
-    from tasks.synthesize import ClipCache
+    from core.clip_cache import ClipCache
 
     out, cache, logs = tmp_path / "out", tmp_path / "cache", tmp_path / "logs"
     args = [

@@ -1,0 +1,57 @@
+"""The clip cache: synthesised clips by content hash, shared by every job that uses the same cache folder.
+
+Key = hash of (synthesizer identity for the line's voice: route, model snapshot, voice, instructions,
+parameters; language; exact text). Entries are written atomically (audio first, then its metadata, which
+is what marks it complete), so concurrent and killed runs never leave an entry trusted half-written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from core.errors import UpstreamError
+from core.files import atomic_path, content_key, read_json, write_json_atomic
+
+
+def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
+    return content_key("clip-v1", identity, language, text)
+
+
+class ClipCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "clips"
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        d = self.root / key[:2]
+        return d / f"{key}.wav", d / f"{key}.json"
+
+    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
+        wav, meta_path = self._paths(key)
+        try:
+            meta = read_json(meta_path)
+            info = sf.info(str(wav))
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if (
+            info.frames <= 0
+            or info.samplerate != meta.get("sample_rate")
+            or info.frames != meta.get("frames")
+        ):
+            return None  # truncated or foreign file: not trusted, will be re-synthesised
+        return wav, meta
+
+    def put(
+        self, key: str, audio: np.ndarray, rate: int, meta: dict[str, Any]
+    ) -> tuple[Path, dict[str, Any]]:
+        if audio.size == 0 or not np.all(np.isfinite(audio)):
+            raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
+        wav, meta_path = self._paths(key)
+        with atomic_path(wav) as tmp:
+            sf.write(str(tmp), audio.astype(np.float32), rate, subtype="FLOAT")
+        meta = {**meta, "sample_rate": rate, "frames": int(audio.size)}
+        write_json_atomic(meta_path, meta)
+        return wav, meta
