@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -142,6 +142,7 @@ class SpeechSynthesizer(Protocol):
     def synthesize(self, text: str, language: Language, voice: str | None = None) -> SynthesizedClip: ...
 
 
+@runtime_checkable
 class BatchSpeechSynthesizer(SpeechSynthesizer, Protocol):
     """An engine that runs several requests, of any languages and voices, in one call on a device."""
 

@@ -319,6 +319,10 @@ def _local_translator(config: DubConfig, require_key: bool) -> Translator:
     return LocalLLMTranslator(model=config.translator_model, route=LOCAL)
 
 
+def _local_translator_check(config: DubConfig) -> None:
+    _local_translator(config, False)  # validates the model id or folder; loads nothing
+
+
 def _local_shortener(config: DubConfig, require_key: bool) -> Shortener:
     from models.shortener import LocalRetranslateShortener
 
@@ -341,6 +345,6 @@ register_translator(
         build=_local_translator,
         shortener=_local_shortener,
         model_name=lambda config: config.translator_model or "default local LLM",
-        check=lambda config: _local_translator(config, False) and None,
+        check=_local_translator_check,
     )
 )

@@ -116,6 +116,12 @@ def assemble_track(
     return mix, timings
 
 
+def line_key_fields(line: TranslatedLine) -> dict[str, object]:
+    """What of a line the placed track depends on besides its clip (whose key covers speaker and voice):
+    the assembly key of a one-voice job stays what it was before lines carried them."""
+    return {k: v for k, v in asdict(line).items() if k not in ("speaker", "voice")}
+
+
 @task(name="assemble", task_run_name="assemble-{lang_code}", **STAGE)
 def assemble(
     lang_code: str,
@@ -139,7 +145,8 @@ def assemble(
     language = get_language(lang_code)
     # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
     key = content_key(
-        "assemble-v1", [asdict(ln) for ln in lines], [c.key or c.path for c in clips], background_key,
+        "assemble-v1", [line_key_fields(ln) for ln in lines], [c.key or c.path for c in clips],
+        background_key,
         rate, channels, duration, round(target_lufs, 3), max_speedup, duck_db, audio_codec,
     )  # fmt: skip
     record = audio_out.with_name(audio_out.name + ".json")
@@ -201,7 +208,3 @@ def measure_source_loudness(audio_wav: Path) -> float:
     lufs = integrated_loudness(audio, rate)
     stage_logger().info("source loudness lufs=%.1f", lufs)
     return lufs
-
-
-def timings_as_dicts(result: TrackResult) -> list[dict[str, float]]:
-    return [asdict(t) for t in result.timings]

@@ -5,20 +5,25 @@ is already cached cost nothing."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
-from core.clip_cache import ClipCache, clip_key
+from core.clip_cache import ClipCache
+from core.config import DubConfig
 from core.errors import ConfigError, DubError
 from core.languages import Language, get_language
 from core.progress import stage_logger
-from models.billing import billed_characters, estimate_billed_characters, price
+from models.billing import billed_characters, estimate_billed_characters
+from models.registry import tts_engine
 from tasks.media import STAGE
 from tasks.segment import Line
-from tasks.synthesize import make_synthesizer
+from tasks.synthesize import JobVoices, make_synthesizer
 from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
 from text.glossary import terms_for
+
+if TYPE_CHECKING:
+    from cloning.session import CloneSession
 
 
 class BudgetExceededError(DubError):
@@ -38,10 +43,14 @@ class LanguageEstimate:
 
 
 def estimate_language(
-    lines: list[Line], source: Language | None, target: Language, config: Any
+    lines: list[Line],
+    source: Language | None,
+    target: Language,
+    config: DubConfig,
+    clone: CloneSession | None,
 ) -> LanguageEstimate:
-    synth = make_synthesizer(config, require_key=False)
-    identity = synth.identity()
+    voices = JobVoices(config, make_synthesizer(config, clone, require_key=False))
+    engine = tts_engine(voices.synth.route)
     clips = ClipCache(config.cache_dir)
     mt_cache = TranslationCache(config.cache_dir)
     translator = None
@@ -53,7 +62,7 @@ def estimate_language(
         terms = terms_for(glossary_of(config), target.code)
         texts = cached_translations(lines, source, target, translator, mt_cache, terms)
     for line, text in zip(lines, texts, strict=True):
-        if text is not None and clips.get(clip_key(identity, target.code, text)) is not None:
+        if text is not None and clips.get(voices.key_for(line, target.code, text)) is not None:
             continue
         to_synthesize += 1
         if text is not None:
@@ -61,10 +70,10 @@ def estimate_language(
         else:
             exact = False
             characters += estimate_billed_characters(line.text, source.code if source else "en", target.code)
-    cost, currency = price(characters, config.region) if identity.get("route") == "api" else (0.0, "")
+    cost, currency = engine.cost(characters, config.region)
     return LanguageEstimate(
         language=target.code,
-        model=str(identity.get("model", "")),
+        model=str(voices.identity(voices.voice_of(lines[0]) if lines else None).get("model", "")),
         lines=len(lines),
         lines_to_synthesize=to_synthesize,
         characters=characters,
@@ -75,12 +84,14 @@ def estimate_language(
 
 
 @task(name="estimate-cost", **STAGE)
-def estimate_cost(lines: list[Line], source_lang: str, config: Any) -> list[LanguageEstimate]:
+def estimate_cost(
+    lines: list[Line], source_lang: str, config: DubConfig, clone: CloneSession | None
+) -> list[LanguageEstimate]:
     try:
         source: Language | None = get_language(source_lang)
     except ConfigError:
         source = None
-    estimates = [estimate_language(lines, source, get_language(code), config) for code in config.langs]
+    estimates = [estimate_language(lines, source, get_language(code), config, clone) for code in config.langs]
     log = stage_logger()
     for e in estimates:
         log.info(

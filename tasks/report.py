@@ -7,17 +7,35 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
+from core.config import DubConfig
 from core.files import write_json_atomic
 from core.progress import stage_logger
-from models.billing import price
+from models.registry import tts_engine
 from tasks.assemble import TrackResult
 from tasks.media import STAGE
 
+if TYPE_CHECKING:
+    from cloning.session import CloneSession
+
 DISCLOSURE = "Dubbed audio tracks are AI-generated (Qwen TTS); translation is machine-generated."
+
+
+def disclosure(config: DubConfig, clone: CloneSession | None) -> str:
+    """The AI disclosure the output's metadata and the report carry, naming the voice and the engine
+    (the engine's own name from models/registry.py; a clone names its consent record, never a person)."""
+    if clone is not None:
+        return DISCLOSURE + clone.disclosure(config)
+    engine = tts_engine(config.tts)
+    voice = "designed voice" if config.voice_design else config.voice
+    if config.cast:
+        voice = (
+            ", ".join(f"{speaker}: {name}" for speaker, name in config.cast.items()) + f", others: {voice}"
+        )
+    return DISCLOSURE + f" Voice: {voice} ({engine.label(config)})."
 
 
 def track_summary(track: TrackResult, max_speedup: float) -> dict[str, Any]:
@@ -44,15 +62,16 @@ def build_report(
     synthesis: dict[str, dict[str, float]],
     outputs: dict[str, Any],
     stage_seconds: dict[str, float],
-    region: str,
+    cost: tuple[int, float, str],
+    disclosure: str,
     max_speedup: float,
     verification: dict[str, Any] | None = None,
     translation: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    billed = int(sum(s.get("billed_characters", 0) for s in synthesis.values()))
-    amount, currency = price(billed, region)
+    """`cost`: (billed characters, amount, currency) as the engine prices them."""
+    billed, amount, currency = cost
     return {
-        "ai_disclosure": DISCLOSURE,
+        "ai_disclosure": disclosure,
         "job": job,
         "source": source,
         "tracks": {

@@ -47,6 +47,7 @@ class Line:
     text: str
     pause_after: float = 0.0  # silence until the next line starts (or until the end of the audio)
     speaker: str = "S1"
+    voice: str | None = None  # this line's own voice, over its speaker's (set by hand in segments.json)
 
     @property
     def slot_end(self) -> float:
@@ -275,7 +276,12 @@ def plan_to_json(lines: list[Line], transcript: Transcript) -> dict[str, Any]:
         "language_probability": round(transcript.language_probability, 4),
         "duration": transcript.duration,
         "lines": [
-            {**asdict(line), "start": round(line.start, 3), "end": round(line.end, 3)} for line in lines
+            {
+                **{k: v for k, v in asdict(line).items() if not (k == "voice" and v is None)},
+                "start": round(line.start, 3),
+                "end": round(line.end, 3),
+            }
+            for line in lines
         ],
     }
 
@@ -300,6 +306,7 @@ def load_plan(path: Path) -> tuple[str, list[Line]]:
                 text=item["text"].strip(),  # null or a number is an error, not the text "None"
                 pause_after=float(item.get("pause_after", 0.0)),
                 speaker=str(item.get("speaker", "S1")),
+                voice=str(item["voice"]).strip() or None if item.get("voice") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InputError(f"{path.name}: line {n} needs numeric 'start', 'end' and a 'text'") from None
@@ -365,15 +372,34 @@ def segment(
 
 # -- plans from outside: an existing segments.json or a subtitle file ------------------------------------
 
-_VTT_TAG = re.compile(r"<[^>]+>")
+_TAG = re.compile(r"<[^>]+>")  # SRT has no standard markup, but <i>/<b>/<font> are common in the wild
 
 
-def _vtt_seconds(stamp: str) -> float:
-    parts = stamp.strip().replace(",", ".").split(":")
-    if len(parts) == 2:
-        parts.insert(0, "0")
-    h, m, s = parts
-    return int(h) * 3600 + int(m) * 60 + float(s)
+def _vtt_cues(text: str, name: str) -> list[tuple[float, float, str]]:
+    """WebVTT cues read by webvtt-py (tags removed, character references resolved)."""
+    import webvtt
+    from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    from text.subtitles import vtt_cue_text
+
+    try:
+        document = webvtt.WebVTT.from_string(text, strict=True)
+    except MalformedFileError:
+        raise InputError(f"{name} is not WebVTT (no WEBVTT header)") from None
+    except MalformedCaptionError:
+        timings = [row for row in text.splitlines() if "-->" in row]
+        for n, row in enumerate(timings, start=1):
+            stamps = row.split("-->", 1)
+            try:
+                for stamp in (stamps[0], stamps[1].split()[0]):
+                    webvtt.Caption(start=stamp.strip())
+            except (MalformedCaptionError, IndexError):
+                raise InputError(f"{name}: cue {n} has a malformed timestamp") from None
+        raise InputError(f"{name}: a cue is malformed") from None
+    return [
+        (c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, vtt_cue_text(c))
+        for c in document.captions
+    ]
 
 
 def lines_from_subtitles(path: Path) -> list[Line]:
@@ -384,20 +410,7 @@ def lines_from_subtitles(path: Path) -> list[Line]:
         raise InputError(f"cannot read subtitles {path.name} ({exc.__class__.__name__})") from None
     cues: list[tuple[float, float, str]] = []
     if path.suffix.lower() == ".vtt":
-        blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip())
-        if not blocks or not blocks[0].startswith("WEBVTT"):
-            raise InputError(f"{path.name} is not WebVTT (no WEBVTT header)")
-        for n, block in enumerate(blocks[1:], start=1):
-            rows = block.splitlines()
-            timing = next((i for i, r in enumerate(rows) if "-->" in r), None)
-            if timing is None:
-                continue  # NOTE/STYLE/REGION blocks
-            start_s, end_s = rows[timing].split("-->")
-            try:
-                start, end = _vtt_seconds(start_s), _vtt_seconds(end_s.split()[0])
-            except (ValueError, IndexError):
-                raise InputError(f"{path.name}: cue {n} has a malformed timestamp") from None
-            cues.append((start, end, " ".join(_VTT_TAG.sub("", r) for r in rows[timing + 1 :])))
+        cues = _vtt_cues(text, path.name)
     else:
         import srt
 
@@ -406,7 +419,7 @@ def lines_from_subtitles(path: Path) -> list[Line]:
                 (
                     c.start.total_seconds(),
                     c.end.total_seconds(),
-                    _VTT_TAG.sub("", c.content).replace("\n", " "),
+                    _TAG.sub("", c.content).replace("\n", " "),
                 )
                 for c in srt.parse(text)
             ]

@@ -12,21 +12,27 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
 from core.clip_cache import ClipCache, clip_key
+from core.config import DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import atomic_path, write_json_atomic
+from core.job import JobPaths
 from core.languages import Language, get_language
 from core.parallel import map_lines
 from core.progress import NullProgress, StageProgress, stage_logger
-from core.retry import RetryPolicy
-from models.base import SpeechSynthesizer, SynthesizedClip
-from models.billing import billed_characters, price
+from models.base import BatchSpeechSynthesizer, SpeechRequest, SpeechSynthesizer, SynthesizedClip
+from models.billing import billed_characters
+from models.registry import tts_engine
 from tasks.media import STAGE
+from tasks.segment import Line
 from tasks.translate import TranslatedLine
+
+if TYPE_CHECKING:
+    from cloning.session import CloneSession
 
 
 @dataclass
@@ -41,62 +47,82 @@ class ClipRecord:
     key: str = ""  # the clip cache key: what the clip's audio is a function of
 
 
-def clone_reference_path(config: Any) -> Path:
-    from core.job import JobPaths
-
-    return JobPaths(config.out_dir, config.name).clone_reference
-
-
-def make_synthesizer(config: Any, require_key: bool = True) -> SpeechSynthesizer:
-    if getattr(config, "clone", None):
-        from cloning.voice import synthesizer_for_config
-
-        # consent is checked again inside; an estimate (require_key=False) enrolls nothing
-        return synthesizer_for_config(
-            config, clone_reference_path(config), create=require_key, require_key=require_key
-        )
-    if config.tts == "api":
-        from models.dashscope_tts import DashScopeTTS
-
-        return DashScopeTTS(
-            model=config.tts_model,
-            voice=config.voice,
-            region=config.region,
-            stream=config.stream,
-            instructions=config.instructions,
-            rpm=config.tts_rpm,
-            concurrency=config.concurrency,
-            retry=RetryPolicy.of(config),
-            require_key=require_key,
-        )
-    if config.tts == "local":
-        from models.qwen_local_tts import QwenLocalTTS
-
-        return QwenLocalTTS(
-            mode="voice_design" if config.voice_design else "custom_voice",
-            model=config.tts_local_model,
-            size=config.tts_size,
-            speaker=config.voice or "Vivian",
-            instructions=config.instructions,
-            description=config.voice_design,
-            prompt_cache_dir=config.cache_dir / "voice_prompts",
-        )
-    raise ConfigError(f"unknown TTS route {config.tts!r}")
+def make_synthesizer(
+    config: DubConfig, clone: CloneSession | None = None, require_key: bool = True
+) -> SpeechSynthesizer:
+    """The job's synthesizer: the consented clone's when the job clones (consent is checked again inside;
+    an estimate, require_key=False, creates nothing), else the configured engine's (models/registry.py)."""
+    if clone is not None:
+        return clone.synthesizer(config, JobPaths(config.out_dir, config.name), require_key=require_key,
+                                 create=require_key)  # fmt: skip
+    return tts_engine(config.tts).build(config, require_key)
 
 
-def audit_clone_use(config: Any, lang_code: str, line_count: int) -> None:
+class JobVoices:
+    """Who speaks each line: the job's synthesizer and the voice of each line, resolved per line (the
+    line's own `voice` in segments.json, else its speaker's voice in --cast, else --voice: so the single
+    --voice is the cast "everyone -> X"). A designed or cloned voice is the synthesizer's own (None).
+
+    A line's clip cache key is its voice's identity with its language and text: for a job with one voice
+    the keys are those of earlier versions, so existing caches stay valid (tests/test_voices.py pins them)."""
+
+    def __init__(self, config: DubConfig, synth: SpeechSynthesizer) -> None:
+        self.config = config
+        self.synth = synth
+        self.fixed = config.clone is not None or config.voice_design is not None
+        self._identities: dict[str | None, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def voice_of(self, line: Line | TranslatedLine) -> str | None:
+        if self.fixed:
+            return None
+        return line.voice or self.config.cast.get(line.speaker) or self.config.voice
+
+    def identity(self, voice: str | None) -> dict[str, Any]:
+        with self._lock:
+            if voice not in self._identities:
+                self._identities[voice] = self.synth.identity(voice)
+            return self._identities[voice]
+
+    def key(self, line: TranslatedLine, language: str) -> str:
+        return self.key_for(line, language, line.text)
+
+    def key_for(self, line: Line | TranslatedLine, language: str, text: str) -> str:
+        """The clip cache key of `text` spoken as `line` would be (a plan line and its translation)."""
+        return clip_key(self.identity(self.voice_of(line)), language, text)
+
+    def request(self, line: TranslatedLine, language: Language) -> SpeechRequest:
+        return SpeechRequest(line.text, language, self.voice_of(line))
+
+    def manifest(self, language: str, lines: list[TranslatedLine], clips: list[ClipRecord]) -> dict[str, Any]:
+        """The clip manifest of a language: the job voice's identity, every voice used (voice -> identity;
+        "" names the synthesizer's own voice) and the clips."""
+        used = dict.fromkeys(self.voice_of(ln) for ln in lines)
+        return {
+            "language": language,
+            "identity": self.identity(None if self.fixed else self.config.voice),
+            "voices": {voice or "": self.identity(voice) for voice in used},
+            "clips": [asdict(c) for c in clips],
+        }
+
+
+def check_line_voices(config: DubConfig, voices: list[str]) -> None:
+    """Every voice a plan names (segments.json `voice`) is in the engine's catalogue: one line naming the
+    voice before anything is paid for."""
+    if not voices:
+        return
+    if config.clone is not None or config.voice_design is not None:
+        raise ConfigError("segments.json names voices per line, but this job speaks with one designed or "
+                          "cloned voice")  # fmt: skip
+    engine = tts_engine(config.tts)
+    for voice in dict.fromkeys(voices):
+        engine.resolve_voice(config, voice)
+
+
+def audit_clone_use(clone: CloneSession | None, config: DubConfig, lang_code: str, line_count: int) -> None:
     """Every synthesis with a cloned voice is appended to the consent ledger's audit log (no text)."""
-    from cloning.ledger import audit_clone_synthesis
-    from cloning.voice import grant_for_config
-
-    try:
-        from prefect.runtime import flow_run
-
-        job_id = str(flow_run.id or config.name)
-    except Exception:  # noqa: BLE001 - outside a flow run the video name identifies the job
-        job_id = config.name
-    audit_clone_synthesis(grant_for_config(config), job_id=job_id, language=lang_code, line_count=line_count,
-                          route=config.tts)  # fmt: skip
+    if clone is not None and line_count:
+        clone.audit_use(config, lang_code, line_count)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -113,7 +139,7 @@ def _link(src: Path, dst: Path) -> None:
 def synthesize_lines(
     lines: list[TranslatedLine],
     language: Language,
-    synth: SpeechSynthesizer,
+    voices: JobVoices,
     cache: ClipCache,
     clips_dir: Path,
     workers: int,
@@ -121,13 +147,15 @@ def synthesize_lines(
     batch_size: int = 8,
     quiet: bool = False,
 ) -> tuple[list[ClipRecord], dict[str, float]]:
-    """`quiet`: no cost line and no progress artifact (a per-line task synthesising its one line)."""
+    """Each line's clip, from the cache or new. `quiet`: no cost line and no progress artifact (a per-line
+    task synthesising its one line)."""
     log = stage_logger()
-    identity = synth.identity()
-    keys = [clip_key(identity, language.code, ln.text) for ln in lines]
+    synth = voices.synth
+    engine = tts_engine(synth.route)
+    keys = [voices.key(ln, language.code) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
     estimate_chars = sum(billed_characters(ln.text) for ln in missing)
-    cost, currency = price(estimate_chars, region) if identity.get("route") == "api" else (0.0, "")
+    cost, currency = engine.cost(estimate_chars, region)
     if not quiet:
         log.info(
             "estimate lang=%s lines_to_synthesize=%d cached=%d characters=%d cost=%.4f %s",
@@ -141,6 +169,7 @@ def synthesize_lines(
 
     def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
         guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
+        identity = voices.identity(voices.voice_of(line))
         clone = identity.get("clone")
         meta = {
             "billed_characters": clip.billed_characters,
@@ -158,9 +187,9 @@ def synthesize_lines(
             totals["guard_flagged"] += 1 if guard else 0
         log.info(
             "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f%s",
-            language.code, line.index, identity.get("voice", ""), identity.get("model", ""),
-            clip.billed_characters, clip.attempts, clip.audio.size / clip.sample_rate,
-            f" guard={guard}" if guard else "",
+            language.code, line.index, identity.get("voice", identity.get("speaker", "")),
+            identity.get("model", ""), clip.billed_characters, clip.attempts,
+            clip.audio.size / clip.sample_rate, f" guard={guard}" if guard else "",
         )  # fmt: skip
         return hit
 
@@ -171,18 +200,11 @@ def synthesize_lines(
             status=exc.status,
         )
 
-    batch_api = getattr(synth, "synthesize_batch", None)
-    if batch_api is not None and missing:
-        # Local engine: lines of similar length share a generate call (a batch runs as long as its
-        # longest line), one batch at a time on the device.
-        todo = sorted(
-            ((ln, k) for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None),
-            key=lambda item: len(item[0].text),
-        )
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+    if engine.batched and missing and isinstance(synth, BatchSpeechSynthesizer):
+        todo = [(ln, k) for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
+        for batch in voice_batches(todo, voices, batch_size):
             try:
-                clips = batch_api([ln.text for ln, _ in batch], language)
+                clips = synth.synthesize_requests([voices.request(ln, language) for ln, _ in batch])
             except UpstreamError as exc:
                 raise failed(exc, f"lines {', '.join(str(ln.index) for ln, _ in batch)}") from None
             for (line, key), clip in zip(batch, clips, strict=True):
@@ -196,7 +218,7 @@ def synthesize_lines(
         cached = hit is not None
         if hit is None:
             try:
-                clip = synth.synthesize(line.text, language)
+                clip = synth.synthesize(line.text, language, voices.voice_of(line))
             except UpstreamError as exc:
                 raise failed(exc, f"line {line.index}") from None
             hit = store(line, key, clip)
@@ -219,21 +241,39 @@ def synthesize_lines(
     return records, totals
 
 
+def voice_batches(
+    todo: list[tuple[TranslatedLine, str]], voices: JobVoices, batch_size: int
+) -> list[list[tuple[TranslatedLine, str]]]:
+    """Batches for a device engine: one voice per batch, lines of similar length together (a generate
+    call runs as long as its longest line)."""
+    by_voice: dict[str | None, list[tuple[TranslatedLine, str]]] = {}
+    for item in todo:
+        by_voice.setdefault(voices.voice_of(item[0]), []).append(item)
+    batches = []
+    for items in by_voice.values():
+        items.sort(key=lambda item: len(item[0].text))
+        batches += [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+    return batches
+
+
 @task(name="synthesize", task_run_name="synthesize-{lang_code}", **STAGE)
 def synthesize(
-    lang_code: str, lines: list[TranslatedLine], config: Any, clips_dir: Path, manifest: Path
+    lang_code: str,
+    lines: list[TranslatedLine],
+    config: DubConfig,
+    clone: CloneSession | None,
+    clips_dir: Path,
+    manifest: Path,
 ) -> tuple[list[ClipRecord], dict[str, float]]:
+    """A device engine's lines of one language, in batches (one task: batches need the lines together)."""
     language = get_language(lang_code)
-    synth = make_synthesizer(config)
-    if getattr(config, "clone", None):
-        audit_clone_use(config, lang_code, len(lines))
+    voices = JobVoices(config, make_synthesizer(config, clone))
+    audit_clone_use(clone, config, lang_code, len(lines))
     records, totals = synthesize_lines(
-        lines, language, synth, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region,
+        lines, language, voices, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region,
         batch_size=config.tts_batch,
     )  # fmt: skip
-    write_json_atomic(
-        manifest, {"language": lang_code, "identity": synth.identity(), "clips": [asdict(r) for r in records]}
-    )
+    write_json_atomic(manifest, voices.manifest(lang_code, lines, records))
     stage_logger().info(
         "synthesized lang=%s lines=%d new=%d billed_characters=%d",
         lang_code, len(records), sum(not r.cached for r in records), int(totals["billed_characters"]),

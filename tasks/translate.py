@@ -10,13 +10,14 @@ from typing import Any
 
 from prefect import task
 
+from core.config import DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import content_key, read_json, write_json_atomic
-from core.languages import LANGUAGES, Language, get_language
+from core.languages import Language, get_language
 from core.parallel import map_lines
 from core.progress import StageProgress, stage_logger
-from core.retry import RetryPolicy
 from models.base import Translator
+from models.registry import translator_engine
 from tasks.media import STAGE
 from tasks.segment import Line
 from text.glossary import Glossary, load_glossary, missing_terms, terms_for
@@ -37,6 +38,8 @@ class TranslatedLine:
     edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
     shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)
     unkept: list[str] = field(default_factory=list)  # numbers/units/names lost in translation
+    speaker: str = "S1"  # who says it (segments.json)
+    voice: str | None = None  # the line's own voice (segments.json), over its speaker's
 
     @property
     def slot_end(self) -> float:
@@ -45,6 +48,14 @@ class TranslatedLine:
     @property
     def slot_s(self) -> float:
         return self.slot_end - self.start
+
+
+def translated_line(line: Line, text: str, **fields: Any) -> TranslatedLine:
+    """A plan line with its text in the target language (speaker and voice carried along)."""
+    return TranslatedLine(
+        line.index, line.start, line.end, line.pause_after, line.text, text,
+        speaker=line.speaker, voice=line.voice, **fields,
+    )  # fmt: skip
 
 
 def with_budget(line: TranslatedLine, target: str) -> TranslatedLine:
@@ -78,33 +89,6 @@ def user_edits(path: Path, lines: list[Line]) -> dict[int, str]:
         if entry.get("edited") or text_hash(text) != entry.get("auto_hash"):
             edits[line.index] = text
     return edits
-
-
-def make_translator(
-    route: str,
-    model: str,
-    region: str,
-    rpm: int,
-    concurrency: int,
-    retry: RetryPolicy,
-    require_key: bool = True,
-    local_model: str | None = None,
-    glossary: Glossary | None = None,
-    domain: str | None = None,
-) -> Translator:
-    if route == "api":
-        from models.qwen_mt import QwenMTTranslator
-
-        terms = {code: terms_for(glossary, code) for code in LANGUAGES} if glossary else None
-        return QwenMTTranslator(
-            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry,
-            require_key=require_key, terms=terms, domain=domain,
-        )  # fmt: skip
-    if route == "local":
-        from models.local_translator import LocalLLMTranslator
-
-        return LocalLLMTranslator(model=local_model)
-    raise ConfigError(f"unknown translator route {route!r}")
 
 
 def translation_key(
@@ -277,7 +261,7 @@ def translate_lines(
     progress = StageProgress(f"translate-{target.code}", len(todo), unit="lines")
     if source is not None and source.code == target.code:
         progress.set(len(todo))
-        copied = [TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, ln.text) for ln in todo]
+        copied = [translated_line(ln, ln.text) for ln in todo]
         return copied, {"calls": 0, "cached": 0, "copied": len(copied), "keep_retries": 0}
     assert translator is not None
     if hasattr(translator, "translate_batch"):
@@ -316,9 +300,7 @@ def _collect(todo: list[Line], done: dict[int, _Outcome]) -> tuple[list[Translat
         stats["calls"] += o.calls
         stats["cached"] += o.cached
         stats["keep_retries"] += int(o.kept_retry)
-        out.append(
-            TranslatedLine(ln.index, ln.start, ln.end, ln.pause_after, ln.text, o.text, unkept=o.unkept)
-        )
+        out.append(translated_line(ln, o.text, unkept=o.unkept))
     return out, stats
 
 
@@ -456,28 +438,17 @@ def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> d
     }
 
 
-def translator_for(config: Any, require_key: bool = True) -> Translator:
-    return make_translator(
-        config.translator,
-        config.mt_model,
-        config.region,
-        config.mt_rpm,
-        config.concurrency,
-        RetryPolicy.of(config),
-        require_key=require_key,
-        local_model=config.translator_model,
-        glossary=glossary_of(config),
-        domain=getattr(config, "mt_domain", None),
-    )
+def translator_for(config: DubConfig, require_key: bool = True) -> Translator:
+    return translator_engine(config.translator).build(config, require_key)
 
 
-def glossary_of(config: Any) -> Glossary | None:
-    return load_glossary(config.glossary) if getattr(config, "glossary", None) else None
+def glossary_of(config: DubConfig) -> Glossary | None:
+    return load_glossary(config.glossary) if config.glossary else None
 
 
 @task(name="translate", task_run_name="translate-{lang_code}", **STAGE)
 def translate(
-    lang_code: str, source_lang: str, lines: list[Line], config: Any, out_json: Path
+    lang_code: str, source_lang: str, lines: list[Line], config: DubConfig, out_json: Path
 ) -> list[TranslatedLine]:
     target = get_language(lang_code)
     try:
@@ -502,9 +473,7 @@ def translate(
     by_index = {ln.index: ln for ln in translated}
     for line in lines:
         if line.index in edits:
-            by_index[line.index] = TranslatedLine(
-                line.index, line.start, line.end, line.pause_after, line.text, edits[line.index], edited=True
-            )
+            by_index[line.index] = translated_line(line, edits[line.index], edited=True)
     translated = [with_budget(by_index[ln.index], target.code) for ln in lines]
     stats["edited"] = len(edits)
     unkept = [ln.index for ln in translated if ln.unkept]

@@ -49,13 +49,14 @@ def test_missing_terms_are_found() -> None:
 def test_glossary_reaches_qwen_mt_through_the_stage(dashscope_server, tmp_path: Path) -> None:
     from core.languages import get_language
     from core.retry import RetryPolicy
+    from models.qwen_mt import QwenMTTranslator
     from tasks.segment import Line
-    from tasks.translate import TranslationCache, make_translator, translate_lines
+    from tasks.translate import TranslationCache, translate_lines
 
-    glossary = {"ja": {"lighthouse": "灯台"}}
-    translator = make_translator(
-        "api", "qwen-mt-flash", "intl", 60, 2, RetryPolicy(base_delay_s=0.01), glossary=glossary
-    )
+    translator = QwenMTTranslator(
+        model="qwen-mt-flash", rpm=60, concurrency=2, retry=RetryPolicy(base_delay_s=0.01),
+        terms={"ja": {"lighthouse": "灯台"}},
+    )  # fmt: skip
     lines = [Line(0, 0.0, 2.0, "The old lighthouse turns on.")]
     out, _ = translate_lines(
         lines, get_language("en"), get_language("ja"), translator, TranslationCache(tmp_path), 2

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from core.languages import get_language
-from tasks.shorten import MAX_ATTEMPTS, shorten_overlong
+from tasks.line import MAX_ATTEMPTS, shorten_overlong
 from tasks.synthesize import ClipRecord
 from tasks.translate import TranslatedLine, TranslationCache
 from text.speech_rate import character_budget, characters_per_second, estimate_seconds
