@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "revoke":
-        from cloning.voice import raise_if_incomplete, revoke_speaker
+        from cloning.revoke import raise_if_incomplete, revoke_speaker
 
         cache_dir = args.cache_dir
         if cache_dir is None:

@@ -600,10 +600,11 @@ def ensure_still_valid(grant: ConsentGrant, now: datetime | None = None) -> None
 
 
 def audit_clone_synthesis(
-    grant: ConsentGrant, *, job_id: str, language: str, line_count: int, route: str
+    grant: ConsentGrant, *, job_id: str, language: str, line_count: int, engine: str
 ) -> dict[str, Any]:
     """The "clone_synthesis" entry for one job and language: append it BEFORE synthesising (if it cannot be
-    written, or consent no longer holds, ConsentError/OSError: do not synthesise)."""
+    written, or consent no longer holds, ConsentError/OSError: do not synthesise). `engine` is the TTS
+    engine's registry name, recorded as the entry's "route"."""
     if language not in grant.languages:
         raise ConsentError(f"language {language!r} was not part of the consent check for this job")
     ensure_still_valid(grant)
@@ -616,7 +617,7 @@ def audit_clone_synthesis(
             "consent_record_hash": grant.record_hash,
             "language": language,
             "line_count": int(line_count),
-            "route": route,
+            "route": engine,
             "use": grant.use,
             "document_status": grant.document_status,
         },

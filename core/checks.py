@@ -18,12 +18,9 @@ def preflight(config: DubConfig) -> None:
     require_tool("ffmpeg")
     if config.clone is not None:
         # consent first: no model, no API call, no output folder for a clone without valid consent
-        from cloning.reference import validate_reference
-        from cloning.voice import grant_for_config
+        from cloning.session import CloneSession
 
-        grant_for_config(config)
-        if config.clone_ref is not None:
-            validate_reference(config.clone_ref)
+        CloneSession.open(config)
     probe_media(config.video)
     check_separator(
         config.separator, model=config.demucs_model, model_dir=config.demucs_dir, device=config.device,

@@ -7,6 +7,7 @@ is what marks it complete), so concurrent and killed runs never leave an entry t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ import soundfile as sf
 
 from core.errors import UpstreamError
 from core.files import atomic_path, content_key, read_json, write_json_atomic
+
+# Metadata key naming the consented speaker whose cloned voice made a clip: the synthesis stage writes it,
+# revocation (cloning/revoke.py) purges the entries that carry it.
+CLONE_SPEAKER = "clone_speaker"
 
 
 def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
@@ -55,3 +60,23 @@ class ClipCache:
         meta = {**meta, "sample_rate": rate, "frames": int(audio.size)}
         write_json_atomic(meta_path, meta)
         return wav, meta
+
+    def purge(self, predicate: Callable[[dict[str, Any]], bool]) -> list[Path]:
+        """Delete every entry whose metadata satisfies `predicate` (e.g. made with a revoked speaker's
+        cloned voice); returns the deleted entries' audio paths. The metadata goes first: an entry without
+        it is never trusted, so a purge cut short leaves nothing a later run would use."""
+        purged: list[Path] = []
+        if not self.root.is_dir():
+            return purged
+        for meta_path in sorted(self.root.glob("*/*.json")):
+            try:
+                meta = read_json(meta_path)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(meta, dict) or not predicate(meta):
+                continue
+            meta_path.unlink(missing_ok=True)
+            wav = meta_path.with_suffix(".wav")
+            wav.unlink(missing_ok=True)
+            purged.append(wav)
+        return purged

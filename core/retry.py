@@ -10,11 +10,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import requests
 
 from core.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from core.config import DubConfig
 
 T = TypeVar("T")
 
@@ -27,12 +30,9 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0  # a server asking for longer than this is treated as an outage
 
     @classmethod
-    def of(cls, config: Any) -> RetryPolicy:
-        """The policy a job asks for (DubConfig's retry_attempts and retry_base_delay_s)."""
-        return cls(
-            max_attempts=int(getattr(config, "retry_attempts", cls.max_attempts)),
-            base_delay_s=float(getattr(config, "retry_base_delay_s", cls.base_delay_s)),
-        )
+    def of(cls, config: DubConfig) -> RetryPolicy:
+        """The policy a job asks for (--retries, and the base delay tests shorten)."""
+        return cls(max_attempts=config.retry_attempts, base_delay_s=config.retry_base_delay_s)
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): uniform in

@@ -178,7 +178,7 @@ def _dashscope_clone(grant: Any, wav: Path, text: str | None, config: DubConfig,
     return api_clone_synthesizer(
         grant, wav, text, config.cache_dir, region=config.region, reference_language=config.source_lang,
         stream=config.stream, concurrency=config.concurrency, retry=RetryPolicy.of(config),
-        create=create, require_key=require_key,
+        create=create, require_key=require_key, route=config.tts,
     )  # fmt: skip
 
 
@@ -256,7 +256,14 @@ def _local_clone(grant: Any, wav: Path, text: str | None, config: DubConfig, cre
     from cloning.voice import local_clone_synthesizer
 
     return local_clone_synthesizer(
-        grant, wav, text, config.tts_local_model, config.cache_dir, size=config.tts_size, create=create
+        grant,
+        wav,
+        text,
+        config.tts_local_model,
+        config.cache_dir,
+        size=config.tts_size,
+        create=create,
+        route=config.tts,
     )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
-from core.clip_cache import ClipCache, clip_key
+from core.clip_cache import CLONE_SPEAKER, ClipCache, clip_key
 from core.config import DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import atomic_path, write_json_atomic
@@ -177,7 +177,7 @@ def synthesize_lines(
             "requests": clip.requests,
             **({"guard": guard} if guard else {}),
             # revoking a speaker's consent purges the clips made with their voice
-            **({"clone_speaker": clone["speaker_id"]} if isinstance(clone, dict) else {}),
+            **({CLONE_SPEAKER: clone["speaker_id"]} if isinstance(clone, dict) else {}),
         }
         hit = cache.put(key, clip.audio, clip.sample_rate, meta)
         with lock:

@@ -1,6 +1,7 @@
-"""Consent-gated voice cloning: the ledger, every refusal (with no engine call), both cloning routes (the
-local one on a tiny random Qwen3-TTS Base checkpoint through the real loader, the API one against the
-loopback DashScope through the real SDK), the audit log, revocation and the consent CLI."""
+"""Consent-gated voice cloning: the ledger, every refusal (with no engine call), both engines' clones
+(qwen-tts on a tiny random Qwen3-TTS Base checkpoint through the real loader, DashScope against the
+loopback server through the real SDK), the audit log, revocation and the consent CLI. The job-level
+object (cloning.session.CloneSession) is tested in tests/test_clone_session.py."""
 
 from __future__ import annotations
 
@@ -32,14 +33,11 @@ from cloning.ledger import (
     read_audit,
     revoke_record,
 )
-from cloning.voice import (
-    CLIP_META_SPEAKER,
-    clone_prompt_dir,
-    clone_synthesizer,
-    local_clone_synthesizer,
-    raise_if_incomplete,
-    revoke_speaker,
-)
+from cloning.revoke import raise_if_incomplete, revoke_speaker
+from cloning.session import clone_spec
+from cloning.voice import api_clone_synthesizer, clone_prompt_dir, local_clone_synthesizer
+from core.clip_cache import CLONE_SPEAKER
+from core.config import DubConfig
 from core.errors import InputError, UpstreamError
 from core.files import sha256_file
 from core.languages import get_language
@@ -52,6 +50,7 @@ from models.dashscope_voice_clone import (
     VoiceIdCache,
 )
 from models.qwen_local_tts import GenerationParams, LengthGuard, QwenLocalTTS
+from models.registry import API, LOCAL
 from tests.loopback_dashscope import LoopbackDashScope
 from tests.speechlike import speechlike
 
@@ -139,10 +138,20 @@ def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[dict[str
 
 
 def api_clone(grant: ConsentGrant, reference: Path, cache: Path, **options: Any) -> DashScopeCloneTTS:
-    """The API route's cloned voice, built the way the flow builds it (through clone_synthesizer)."""
-    synth = clone_synthesizer(grant, "api", reference, REF_TEXT, cache, **options)
+    """The DashScope engine's cloned voice (what its CloneSpec.build calls)."""
+    synth = api_clone_synthesizer(grant, reference, REF_TEXT, cache, **options)
     assert isinstance(synth, DashScopeCloneTTS)
     return synth
+
+
+def job_config(ledger: Path, tmp_path: Path, **values: Any) -> DubConfig:
+    """A cloning job's config (the video is never read by these tests)."""
+    base: dict[str, Any] = {
+        "video": tmp_path / "video.mp4", "langs": ["ja", "en"], "tts": API, "clone": "alice",
+        "consent_dir": ledger, "clone_use": USE, "cache_dir": tmp_path / "cache", "out": tmp_path / "job",
+        "retry_base_delay_s": 0.0, "source_lang": "en",
+    }  # fmt: skip
+    return DubConfig(**{**base, **values})
 
 
 def events(ledger: Path, name: str) -> list[dict[str, Any]]:
@@ -224,10 +233,11 @@ def test_every_refusal_names_its_reason_and_calls_no_engine(
     mutate(ledger)
     cache = tmp_path / "cache"
     audit_before = len(read_audit(ledger))
-    for route in ("local", "api"):  # exactly what the flow does: check, then build the cloned voice
+    for engine in (LOCAL, API):  # check, then build the cloned voice through the engine's CloneSpec
+        config = job_config(ledger, tmp_path, tts=engine, tts_local_model="/nonexistent/base")
         with pytest.raises(ConsentError, match=reason) as refused:
             grant = check_consent(ledger, speaker, langs, use, now=now)
-            clone_synthesizer(grant, route, reference, REF_TEXT, cache, local_model="/nonexistent/base")
+            clone_spec(engine).build(grant, reference, REF_TEXT, config, True, True)
         assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
     assert dashscope_server.count() == 0
     assert engine_calls == {"init": 0, "load": 0}
@@ -260,7 +270,7 @@ def test_a_missing_document_is_allowed_but_noted(
     (ledger / "docs" / "alice-consent.pdf").unlink()
     grant = check_consent(ledger, "alice", ["ja"], USE)
     assert not grant.document_present and grant.document_status == "missing"
-    clone_synthesizer(grant, "api", reference, REF_TEXT, tmp_path / "cache", retry=NO_WAIT)
+    api_clone(grant, reference, tmp_path / "cache", retry=NO_WAIT)
     (created,) = events(ledger, "clone_created")
     assert created["document_status"] == "missing"
 
@@ -275,11 +285,11 @@ def test_a_grant_stops_working_once_its_record_is_revoked_or_changed(
         granted_at=GRANTED, expires_at=EXPIRES, replace=True,
     )  # fmt: skip
     with pytest.raises(ConsentError, match="changed since it was checked"):
-        clone_synthesizer(grant, "api", reference, REF_TEXT, tmp_path / "cache")
+        api_clone(grant, reference, tmp_path / "cache")
     fresh = check_consent(ledger, "alice", ["ja"], USE)
     _revoke(ledger)
     with pytest.raises(ConsentError, match="revoked"):
-        audit_clone_synthesis(fresh, job_id="job", language="ja", line_count=3, route="api")
+        audit_clone_synthesis(fresh, job_id="job", language="ja", line_count=3, engine=API)
     assert dashscope_server.count() == 0
     assert [e["event"] for e in read_audit(ledger)] == [
         "consent_granted",
@@ -311,7 +321,7 @@ def test_local_route_computes_one_prompt_for_every_line_and_language_and_revocat
         assert isinstance(tts, QwenLocalTTS) and tts.mode == "base"
         assert tts.identity()["clone"] == {"speaker_id": "alice", "reference_sha256": sha256_file(reference)}
         audit_clone_synthesis(
-            grant, job_id="job-1", language=language.code, line_count=len(LINES), route="local"
+            grant, job_id="job-1", language=language.code, line_count=len(LINES), engine=LOCAL
         )
         clips = tts.synthesize_batch(LINES, language)
         assert len(clips) == len(LINES) and all(c.audio.size > 0 for c in clips)
@@ -337,15 +347,15 @@ def test_local_route_computes_one_prompt_for_every_line_and_language_and_revocat
 
     made = events(ledger, "clone_created")
     assert [(e["route"], e["prompt_id"]) for e in made] == [
-        ("local", prompt_id),
-        ("local", xvec.voice_prompt.id),
+        (LOCAL, prompt_id),
+        (LOCAL, xvec.voice_prompt.id),
     ]
     assert made[0]["reference_sha256"] == sha256_file(reference)
     assert made[0]["consent_record_hash"] == grant.record_hash and made[0]["speaker_id"] == "alice"
     used = events(ledger, "clone_synthesis")
     assert [(e["language"], e["line_count"], e["job_id"], e["route"]) for e in used] == [
-        ("ja", 4, "job-1", "local"),
-        ("en", 4, "job-1", "local"),
+        ("ja", 4, "job-1", LOCAL),
+        ("en", 4, "job-1", LOCAL),
     ]
     assert_no_script_text(ledger)
 
@@ -356,7 +366,7 @@ def test_local_route_computes_one_prompt_for_every_line_and_language_and_revocat
     assert not [k for k in qlt._PROMPT_MEMO if k[1] in result.deleted_prompts]
     deleted = events(ledger, "voice_deleted")
     assert {e["prompt_id"] for e in deleted} == set(result.deleted_prompts)
-    assert all(e["route"] == "local" for e in deleted)
+    assert all(e["route"] == LOCAL for e in deleted)
 
     inits = engine_calls["init"]
     with pytest.raises(ConsentError, match="revoked"):
@@ -378,7 +388,7 @@ def test_api_route_enrolls_once_for_all_lines_and_two_languages_and_synthesises_
         for language in (JA, EN):
             synth = api_clone(grant, reference, cache, reference_language="en", retry=NO_WAIT)
             audit_clone_synthesis(
-                grant, job_id=job_id, language=language.code, line_count=len(LINES), route="api"
+                grant, job_id=job_id, language=language.code, line_count=len(LINES), engine=API
             )
             for line in LINES:
                 clip = synth.synthesize(line, language)
@@ -420,7 +430,7 @@ def test_api_route_enrolls_once_for_all_lines_and_two_languages_and_synthesises_
 
     (made,) = events(ledger, "clone_created")
     assert (made["route"], made["voice_id"], made["reference_sha256"], made["consent_record_hash"]) == (
-        "api", voice, sha256_file(reference), grant.record_hash,
+        API, voice, sha256_file(reference), grant.record_hash,
     )  # fmt: skip
     used = events(ledger, "clone_synthesis")
     assert [(e["job_id"], e["language"], e["line_count"]) for e in used] == [
@@ -479,8 +489,8 @@ def test_revocation_deletes_the_enrolled_voice_and_purges_its_clips(
     synth = api_clone(grant, reference, cache, retry=NO_WAIT)
     clip = synth.synthesize("Hello.", JA)
     clips = ClipCache(cache)
-    clips.put("aa" + "0" * 62, clip.audio, clip.sample_rate, {CLIP_META_SPEAKER: "alice"})
-    clips.put("bb" + "0" * 62, clip.audio, clip.sample_rate, {CLIP_META_SPEAKER: "bob"})
+    clips.put("aa" + "0" * 62, clip.audio, clip.sample_rate, {CLONE_SPEAKER: "alice"})
+    clips.put("bb" + "0" * 62, clip.audio, clip.sample_rate, {CLONE_SPEAKER: "bob"})
 
     result = revoke_speaker(ledger, "alice", "withdrawn", cache, retry=NO_WAIT)
     assert result.complete and result.deleted_voices == [synth.voice] and result.purged_clips == 1
@@ -490,7 +500,7 @@ def test_revocation_deletes_the_enrolled_voice_and_purges_its_clips(
     assert dashscope_server.enrolled_voices() == {}
     assert VoiceIdCache(cache, "alice").entries() == [] and not (cache / "voices" / "alice.json").exists()
     (deleted,) = events(ledger, "voice_deleted")
-    assert (deleted["route"], deleted["voice_id"], deleted["status"]) == ("api", synth.voice, "deleted")
+    assert (deleted["route"], deleted["voice_id"], deleted["status"]) == (API, synth.voice, "deleted")
     assert load_record(ledger, "alice").revoked
     with pytest.raises(UpstreamError, match="HTTP 400"):  # the service no longer knows the voice
         synth.synthesize("Hello again.", JA)
@@ -666,44 +676,3 @@ def test_add_with_a_document_inside_the_ledger_stores_a_relative_path(ledger: Pa
     record = load_record(ledger, "alice")
     assert record.document == "docs/alice-consent.pdf"
     assert record.document_sha256 == sha256_file(ledger / "docs" / "alice-consent.pdf")
-
-
-def test_a_job_config_builds_its_cloned_voice_with_report_and_disclosure(
-    ledger: Path, reference: Path, tmp_path: Path, dashscope_server: LoopbackDashScope
-) -> None:
-    from types import SimpleNamespace
-
-    from cloning.reference import prepare_reference
-    from cloning.voice import (
-        NOT_ENROLLED,
-        clone_disclosure,
-        clone_report,
-        grant_for_config,
-        synthesizer_for_config,
-    )
-
-    wav, _ = prepare_reference(reference, tmp_path / "job" / "work" / "clone_reference.wav", REF_TEXT)
-    config = SimpleNamespace(
-        clone="alice", consent_dir=ledger, clone_use=USE, langs=["ja", "en"], tts="api",
-        cache_dir=tmp_path / "c", tts_local_model=None, tts_size="1.7B", region="intl", stream=False,
-        concurrency=4, retry_base_delay_s=0.0, source_lang="en",
-    )  # fmt: skip
-    estimate = synthesizer_for_config(config, wav, create=False, require_key=False)  # dry run: no call
-    assert estimate.identity()["voice"] == NOT_ENROLLED and dashscope_server.count() == 0
-    synth = synthesizer_for_config(config, wav)
-    assert dashscope_server.count("voice") == 1
-    assert dashscope_server.requests_of("voice")[0].body["input"]["text"] == REF_TEXT
-
-    grant = grant_for_config(config)
-    report = clone_report(grant, "api", synth)
-    assert report["voice_id"] == synth.identity()["voice"] and report["reference_sha256"] == sha256_file(wav)
-    assert report["consent_record_sha256"] == grant.record_hash and report["consent_use"] == USE
-    disclosure = clone_disclosure(grant, "api")
-    assert (
-        "alice" in disclosure and grant.record_hash[:12] in disclosure and "Alice Example" not in disclosure
-    )
-
-    with pytest.raises(ConsentError, match="needs --consent-dir"):
-        grant_for_config(SimpleNamespace(**{**vars(config), "consent_dir": None}))
-    with pytest.raises(ConsentError, match="does not cover German"):
-        synthesizer_for_config(SimpleNamespace(**{**vars(config), "langs": ["de"]}), wav)

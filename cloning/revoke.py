@@ -1,0 +1,140 @@
+"""Revoking a speaker's consent, in one place: the record, every cloned voice made from it, and every clip
+spoken with it.
+
+revoke_speaker marks the record revoked first (so nothing can clone or use the voice whatever happens next),
+then deletes the local clone prompts (clone_prompt_dir), deletes every enrolled voice of the speaker on
+DashScope (VoiceIdCache lists them; one that cannot be deleted now stays listed there for the next try),
+and purges the clip cache through ClipCache.purge, selecting the clips by their CLONE_SPEAKER metadata.
+Each deletion is audited ("voice_deleted", its "route" being the engine whose clone it was). Running it
+again on a revoked record repeats the clean-up only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cloning.ledger import ConsentRecord, append_audit, revoke_record
+from cloning.voice import clone_prompt_dir
+from core.clip_cache import CLONE_SPEAKER, ClipCache
+from core.errors import DubError, InputError, UpstreamError
+from core.retry import RetryPolicy
+from models.dashscope_voice_clone import VoiceEnrollment, VoiceIdCache
+from models.registry import API, LOCAL
+
+
+@dataclass
+class Revocation:
+    record: ConsentRecord
+    newly_revoked: bool
+    deleted_prompts: list[str] = field(default_factory=list)  # prompt ids
+    deleted_voices: list[str] = field(default_factory=list)  # API voice ids
+    remaining_voices: list[str] = field(default_factory=list)  # still enrolled: delete them later
+    purged_clips: int = 0
+    problems: list[DubError] = field(default_factory=list)  # why each remaining voice was not deleted
+
+    @property
+    def complete(self) -> bool:
+        return not self.remaining_voices
+
+
+def _forget_prompts(prompt_ids: set[str]) -> None:
+    """Drop the speaker's prompts from QwenLocalTTS's in-process memo as well as from disk."""
+    import models.qwen_local_tts as qlt
+
+    memo = getattr(qlt, "_PROMPT_MEMO", None)
+    if isinstance(memo, dict):
+        for key in [k for k in memo if isinstance(k, tuple) and k[-1] in prompt_ids]:
+            memo.pop(key, None)
+
+
+def _delete_prompts(
+    ledger: Path, cache_dir: Path, speaker_id: str, record_hash: str, result: Revocation
+) -> None:
+    prompt_dir = clone_prompt_dir(cache_dir, speaker_id)
+    prompt_ids: set[str] = set()
+    if prompt_dir.is_dir():
+        for path in sorted(prompt_dir.glob("*.pt")):
+            prompt_ids.add(path.stem.rsplit("-", 1)[-1])  # QwenLocalTTS: qwen-clone-<model>-<prompt id>.pt
+        shutil.rmtree(prompt_dir, ignore_errors=True)
+    _forget_prompts(prompt_ids)
+    for prompt_id in sorted(prompt_ids):
+        result.deleted_prompts.append(prompt_id)
+        append_audit(
+            ledger,
+            {"event": "voice_deleted", "route": LOCAL, "speaker_id": speaker_id,
+             "consent_record_hash": record_hash, "prompt_id": prompt_id},
+        )  # fmt: skip
+
+
+def _delete_enrolled_voices(
+    ledger: Path, cache_dir: Path, speaker_id: str, record_hash: str, retry: RetryPolicy | None,
+    result: Revocation,
+) -> None:  # fmt: skip
+    cache = VoiceIdCache(cache_dir, speaker_id)
+    clients: dict[str, VoiceEnrollment] = {}
+    with cache.locked():
+        for entry in cache.entries():
+            voice = str(entry["voice"])
+            region = str(entry.get("region") or "intl")
+            try:
+                if region not in clients:
+                    clients[region] = VoiceEnrollment(region=region, retry=retry)
+                existed = clients[region].delete(voice)
+            except DubError as exc:  # no key (InputError) or the service refused (UpstreamError)
+                result.remaining_voices.append(voice)
+                result.problems.append(exc)
+                continue
+            cache.remove(voice)
+            result.deleted_voices.append(voice)
+            append_audit(
+                ledger,
+                {"event": "voice_deleted", "route": API, "speaker_id": speaker_id,
+                 "consent_record_hash": record_hash, "voice_id": voice, "region": region,
+                 "status": "deleted" if existed else "already_gone"},
+            )  # fmt: skip
+
+
+def revoke_speaker(
+    ledger: Path,
+    speaker_id: str,
+    reason: str | None,
+    cache_dir: Path | None,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy | None = None,
+) -> Revocation:
+    """Revoke a speaker's consent and delete everything made with their voice under cache_dir (nothing
+    but the record when cache_dir is None). See the module docstring."""
+    record, newly = revoke_record(ledger, speaker_id, reason, now)
+    result = Revocation(record=record, newly_revoked=newly)
+    if cache_dir is None:
+        return result
+    record_hash = record.record_hash()
+    _delete_prompts(ledger, cache_dir, speaker_id, record_hash, result)
+    _delete_enrolled_voices(ledger, cache_dir, speaker_id, record_hash, retry, result)
+
+    def spoken_by_speaker(meta: dict[str, Any]) -> bool:
+        return meta.get(CLONE_SPEAKER) == speaker_id
+
+    result.purged_clips = len(ClipCache(cache_dir).purge(spoken_by_speaker))
+    return result
+
+
+def raise_if_incomplete(result: Revocation) -> None:
+    """One-line error when enrolled voices remain after a revocation: InputError (exit 2) when the API key
+    is missing, else UpstreamError. The record is revoked either way."""
+    if result.complete:
+        return
+    ids = ", ".join(result.remaining_voices)
+    first = str(result.problems[0]) if result.problems else "unknown error"
+    message = (
+        f"consent of {result.record.speaker_id!r} is revoked, but {len(result.remaining_voices)} enrolled "
+        f"voice(s) remain to delete: {ids} ({first}); run the revoke command again to delete them"
+    )
+    if result.problems and all(isinstance(p, InputError) for p in result.problems):
+        raise InputError(message)
+    raise UpstreamError(message)
