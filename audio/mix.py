@@ -37,6 +37,8 @@ def _k_weighting_sos(rate: int) -> tuple[np.ndarray, float]:
     than two float64 lfilter passes, within 1e-4 relative, i.e. < 0.001 LU)."""
     import pyloudnorm
 
+    # Meter._filters is private: pyloudnorm is pinned exactly (pyproject.toml, requirements/lock-cpu.txt)
+    # and tests/test_mix.py checks integrated_loudness against pyloudnorm's own measurement
     stages = list(pyloudnorm.Meter(rate)._filters.values())
     sos = np.vstack([tf2sos(stage.b, stage.a) for stage in stages]).astype(np.float32)
     return sos, float(np.prod([stage.passband_gain for stage in stages]))
@@ -259,18 +261,3 @@ def render_mix(
         integrated_lufs=integrated_loudness(mix, rate) + stereo_offset_db,
         true_peak_dbtp=true_peak_db(mix),
     )
-
-
-def mix_dub(
-    dub: np.ndarray,
-    background: np.ndarray,
-    rate: int,
-    target_lufs: float,
-    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
-) -> tuple[np.ndarray, float]:
-    """Scale the dialogue so the whole mix lands at `target_lufs` (background level untouched), then
-    hold true peak under the ceiling. Returns the mix (frames x channels) and the dialogue gain in dB."""
-    channels = background.shape[1]
-    result = render_mix(dub, background, rate, channels, target_lufs, ceiling_dbtp)
-    mix = result.audio if result.audio.shape[1] == channels else np.repeat(result.audio, channels, axis=1)
-    return mix, result.gain_db

@@ -21,12 +21,6 @@ class ConfigError(DubError):
     exit_code = 2
 
 
-class NotImplementedRouteError(DubError):
-    """A documented choice whose implementation has not landed yet."""
-
-    exit_code = 2
-
-
 class UpstreamError(DubError):
     """A remote service refused or failed a request after the retries it deserved."""
 

@@ -1,10 +1,37 @@
-"""The ten dubbing languages and the names each engine uses for them."""
+"""The ten dubbing languages, the names each engine uses for them, and the facts about their writing
+that more than one module needs (wide characters, number separators)."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from core.errors import ConfigError
+
+# Code points of CJK ideographs, kana and Hangul syllables: one spoken syllable per character, billed
+# double by DashScope, written without spaces. CJK punctuation (U+3000-303F), full-width forms and Hangul
+# jamo are not in it. The local TTS length guard reads this (it sets max_new_tokens, so a change here
+# changes synthesised clips): keep the ranges as they are.
+WIDE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x3040, 0x30FF),  # hiragana, katakana
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xAC00, 0xD7AF),  # Hangul syllables
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0x20000, 0x2FA1F),  # CJK extensions B+
+)
+
+
+def is_wide(ch: str) -> bool:
+    """A CJK ideograph, kana or Hangul syllable (see WIDE_RANGES)."""
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in WIDE_RANGES)
+
+
+def is_double_width(ch: str) -> bool:
+    """Two columns on screen: a wide character, CJK punctuation, a full-width form, most emoji (Unicode
+    East Asian Width W or F). What subtitle line widths and joins without a space go by."""
+    return is_wide(ch) or unicodedata.east_asian_width(ch) in ("W", "F")
 
 
 @dataclass(frozen=True)
@@ -13,25 +40,34 @@ class Language:
     iso639_2: str  # container language tag (ISO 639-2/T, what players show): "jpn", "zho", "deu"
     name: str  # English name: DashScope `language_type`, Qwen-MT `target_lang`, qwen-tts `language`
     whisper: str  # faster-whisper language code
+    decimal_mark: str = "."  # "3.5" / "3,5"
+    # characters that group thousands as the language writes them: "1,000", "1.000", "1 000" (French
+    # also writes "1.000"; Russian groups with spaces only)
+    group_marks: str = ","
 
     @property
     def track_title(self) -> str:
         return f"{self.name} (AI dub)"
 
+    is_wide = staticmethod(is_wide)
+    is_double_width = staticmethod(is_double_width)
+
+
+_SPACES = " \u00a0\u202f"  # space, no-break space, narrow no-break space: "2 000 euros", "1 500 рублей"
 
 LANGUAGES: dict[str, Language] = {
     lang.code: lang
     for lang in (
         Language("zh", "zho", "Chinese", "zh"),
         Language("en", "eng", "English", "en"),
-        Language("de", "deu", "German", "de"),
-        Language("it", "ita", "Italian", "it"),
-        Language("pt", "por", "Portuguese", "pt"),
-        Language("es", "spa", "Spanish", "es"),
+        Language("de", "deu", "German", "de", decimal_mark=",", group_marks="."),
+        Language("it", "ita", "Italian", "it", decimal_mark=",", group_marks="."),
+        Language("pt", "por", "Portuguese", "pt", decimal_mark=",", group_marks="."),
+        Language("es", "spa", "Spanish", "es", decimal_mark=",", group_marks="."),
         Language("ja", "jpn", "Japanese", "ja"),
         Language("ko", "kor", "Korean", "ko"),
-        Language("fr", "fra", "French", "fr"),
-        Language("ru", "rus", "Russian", "ru"),
+        Language("fr", "fra", "French", "fr", decimal_mark=",", group_marks=_SPACES + "."),
+        Language("ru", "rus", "Russian", "ru", decimal_mark=",", group_marks=_SPACES),
     )
 }
 
@@ -45,17 +81,3 @@ def get_language(code: str) -> Language:
         return by_name[key]
     supported = ",".join(LANGUAGES)
     raise ConfigError(f"unknown language code {code.strip()!r}; supported: {supported}")
-
-
-def parse_language_list(value: str | list[str]) -> list[Language]:
-    """Parse "ja,en,ko" (or a list) into languages, keeping order and dropping duplicates."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    codes = [item.strip() for item in items if item.strip()]
-    if not codes:
-        raise ConfigError("no target language given; use --langs, e.g. --langs ja,en,ko")
-    result: list[Language] = []
-    for code in codes:
-        lang = get_language(code)
-        if lang not in result:
-            result.append(lang)
-    return result

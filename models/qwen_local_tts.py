@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import ConfigError, InputError, UpstreamError
-from core.languages import LANGUAGES, Language
+from core.languages import LANGUAGES, Language, is_wide
 from models.base import SpeechRequest, SynthesizedClip
 from models.registry import LOCAL
 
@@ -103,19 +103,6 @@ def resolve_speaker(name: str, available: Sequence[str] = SPEAKERS) -> str:
 # -- length guard --------------------------------------------------------------------------------------
 
 
-def _is_wide(ch: str) -> bool:
-    """One syllable per character: CJK ideographs, kana, Hangul syllables (and their fullwidth forms)."""
-    cp = ord(ch)
-    return (
-        0x3040 <= cp <= 0x30FF  # hiragana, katakana
-        or 0x3400 <= cp <= 0x4DBF  # CJK extension A
-        or 0x4E00 <= cp <= 0x9FFF  # CJK unified ideographs
-        or 0xAC00 <= cp <= 0xD7AF  # Hangul syllables
-        or 0xF900 <= cp <= 0xFAFF  # CJK compatibility ideographs
-        or 0x20000 <= cp <= 0x2FA1F  # CJK extensions B+
-    )
-
-
 @dataclass(frozen=True)
 class LengthGuard:
     """How long a line may and must last, from its text (after number normalisation).
@@ -153,7 +140,7 @@ class LengthGuard:
         for ch in text:
             if ch.isspace():
                 continue
-            if _is_wide(ch) or ch.isdigit():
+            if is_wide(ch) or ch.isdigit():
                 wide += 1
             else:
                 narrow += 1
@@ -201,12 +188,6 @@ class GenerationParams:
 # Chinese reading of digits is its native one).
 NUM2WORDS_LANGS = {"en": "en", "de": "de", "it": "it", "pt": "pt", "es": "es", "ja": "ja", "ko": "ko",
                    "fr": "fr", "ru": "ru"}  # fmt: skip
-# (thousands-group separator class, decimal separator) as written in each language.
-_NUMBER_SEPARATORS = {
-    "en": (",", r"\."), "ja": (",", r"\."), "ko": (",", r"\."), "zh": (",", r"\."),
-    "de": (r"\.", ","), "it": (r"\.", ","), "pt": (r"\.", ","), "es": (r"\.", ","),
-    "fr": ("[ \u00a0\u202f.]", ","), "ru": ("[ \u00a0\u202f]", ","),  # "2 000 euros", "1 500 рублей"
-}  # fmt: skip
 # Languages where a four-digit year is read differently from the cardinal ("nineteen ninety-nine",
 # "neunzehnhundertneunundneunzig"); num2words' Japanese "year" form is an era name, so it is not used.
 _YEAR_FORM_LANGS = frozenset({"en", "de"})
@@ -233,8 +214,8 @@ def number_normalization() -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _number_pattern(code: str) -> re.Pattern[str]:
-    group, decimal = _NUMBER_SEPARATORS.get(code, (",", r"\."))
+def _number_pattern(group_marks: str, decimal_mark: str) -> re.Pattern[str]:
+    group, decimal = f"[{re.escape(group_marks)}]", re.escape(decimal_mark)  # as the language writes them
     return re.compile(
         rf"(?<![{_NOT_LATIN}])(\d{{1,3}}(?:{group}\d{{3}})+|\d+)(?:{decimal}(\d+))?(?![{_NOT_LATIN}])"
     )
@@ -264,7 +245,7 @@ def spell_out_numbers(text: str, language: Language) -> str:
             return match.group(0)
         return str(words).replace(",", "")
 
-    return _number_pattern(language.code).sub(replace, text)
+    return _number_pattern(language.group_marks, language.decimal_mark).sub(replace, text)
 
 
 # -- runtime and model loading -------------------------------------------------------------------------

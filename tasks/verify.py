@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 from prefect import task
 
@@ -119,16 +120,13 @@ def normalise(text: str, language_code: str) -> list[str]:
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    """Levenshtein distance over tokens (substitutions, deletions, insertions all cost 1)."""
+    """Levenshtein distance over tokens (substitutions, deletions, insertions all cost 1), by jiwer."""
     if not ref or not hyp:
-        return len(ref) + len(hyp)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i]
-        for j, h in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
-        prev = cur
-    return prev[-1]
+        return len(ref) + len(hyp)  # jiwer refuses an empty reference
+    # tokens hold no whitespace (words split on it; characters with spaces dropped): joined with
+    # spaces, jiwer's default word split gives them back one for one
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return out.substitutions + out.deletions + out.insertions
 
 
 def error_rate(reference: str, hypothesis: str, language_code: str) -> tuple[str, float, int, int]:

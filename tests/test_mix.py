@@ -10,7 +10,7 @@ from audio.mix import (
     TRUE_PEAK_CEILING_DBTP,
     integrated_loudness,
     limit_true_peak,
-    mix_dub,
+    render_mix,
     true_peak_db,
 )
 
@@ -127,7 +127,27 @@ def test_limiter_stereo() -> None:
     assert true_peak_db(out[:, 0]) <= TRUE_PEAK_CEILING_DBTP
 
 
-# -- mix_dub -------------------------------------------------------------------------------------------
+def test_loudness_matches_pyloudnorm(background: np.ndarray) -> None:
+    """audio/mix.py builds its K-weighting from pyloudnorm's private Meter._filters (pyloudnorm is pinned
+    for that): the result must stay pyloudnorm's own measurement."""
+    import pyloudnorm
+
+    dub = speech_like()
+    for audio in (background, dub, background + dub[:, None]):
+        reference = pyloudnorm.Meter(RATE).integrated_loudness(np.asarray(audio, dtype=np.float64))
+        assert integrated_loudness(audio, RATE) == pytest.approx(reference, abs=0.01)
+
+
+# -- render_mix ----------------------------------------------------------------------------------------
+
+
+def mix_dub(dub: np.ndarray, background: np.ndarray, rate: int, target: float) -> tuple[np.ndarray, float]:
+    """The mix at the background's channel count (a silent background gives a mono mix: duplicated, as
+    the encoder does) and the dialogue gain in dB."""
+    result = render_mix(dub, background, rate, background.shape[1], target)
+    channels = background.shape[1]
+    audio = result.audio if result.audio.shape[1] == channels else np.repeat(result.audio, channels, axis=1)
+    return audio, result.gain_db
 
 
 @pytest.mark.parametrize("target", [-16.0, -23.0])
@@ -193,8 +213,6 @@ def test_dub_over_silent_background() -> None:
 
 
 def test_ducking_lowers_the_background_only_under_dialogue() -> None:
-    from audio.mix import render_mix
-
     rate = 48000
     rng = np.random.default_rng(3)
     background = (rng.standard_normal((rate * 8, 2)) * 0.02).astype(np.float32)

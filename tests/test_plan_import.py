@@ -64,3 +64,14 @@ def test_bad_subtitles_are_one_clear_error(tmp_path: Path, name: str, body: str,
     path.write_text(body)
     with pytest.raises(InputError, match=message):
         lines_from_subtitles(path)
+
+
+def test_vtt_character_references_and_tags(tmp_path: Path) -> None:
+    path = tmp_path / "refs.vtt"
+    path.write_text(
+        "WEBVTT\n\n00:01.000 --> 00:02.000\n<v Anna>Tom &amp; Jerry &lt;3</v>\n\n"
+        "00:02.500 --> 00:04.000\n1 &lt; 2 &gt; 0 &nbsp;ok\n"
+    )
+    first, second = lines_from_subtitles(path)
+    assert first.text == "Tom & Jerry <3"
+    assert second.text == "1 < 2 > 0 ok"

@@ -158,3 +158,18 @@ def test_cjk_text_wraps(text: str) -> None:
 
 def test_short_cjk_text_is_not_wrapped() -> None:
     assert _wrapped("你好，世界。") == ["你好，世界。"]
+
+
+def test_webvtt_escapes_markup_characters_and_reads_them_back(tmp_path: Path) -> None:
+    from tasks.segment import lines_from_subtitles
+
+    said = ["Fish & chips <3", "a --> b > c", "R&D: <i>not</i> a tag"]
+    cues = [Cue(1.0 + 2 * n, 2.5 + 2 * n, text) for n, text in enumerate(said)]
+    path = write_vtt(cues, tmp_path / "dub.en.vtt", "en")
+    body = path.read_text(encoding="utf-8")
+    assert "Fish &amp; chips &lt;3" in body and "a --&gt; b &gt; c" in body
+    assert "R&amp;D: &lt;i&gt;not&lt;/i&gt; a tag" in body
+    assert body.count("-->") == len(cues)  # only the timing lines
+    lines = lines_from_subtitles(path)
+    assert [ln.text for ln in lines] == said
+    assert [(ln.start, ln.end) for ln in lines] == [(c.start, c.end) for c in cues]

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from core.languages import LANGUAGES, is_wide
+
 Kind = Literal["number", "name", "unit"]
 
 LATIN_SCRIPT = frozenset({"en", "de", "it", "pt", "es", "fr"})
@@ -81,18 +83,14 @@ _THIN_SPACES = "\u00a0\u202f\u2009"
 
 # -- numbers in digits ------------------------------------------------------------------------------------
 
-# (thousands-group punctuation, decimal mark, whether a plain space also groups thousands). Narrow and
-# no-break spaces group thousands everywhere (SI style). English-style sources never group with a plain
-# space: "in 2024 200 people" is two numbers.
-_SEPARATORS: dict[str, tuple[str, str, bool]] = {
-    "en": (",", ".", False), "zh": (",", ".", False), "ja": (",", ".", False), "ko": (",", ".", False),
-    "de": (".", ",", True), "it": (".", ",", True), "es": (".", ",", True), "pt": (".", ",", True),
-    "fr": (".", ",", True), "ru": (".", ",", True),
-}  # fmt: skip
-
 
 def _separators(lang: str) -> tuple[str, str, bool]:
-    return _SEPARATORS.get(lang, _SEPARATORS["en"])
+    """(thousands-group punctuation, decimal mark, whether a plain space also groups thousands), read
+    leniently from the language's decimal mark: the other of "." and "," groups, and where the decimal
+    mark is "," a plain space groups too. Narrow and no-break spaces group thousands everywhere (SI
+    style). English-style sources never group with a plain space: "in 2024 200 people" is two numbers."""
+    decimal = LANGUAGES.get(lang, LANGUAGES["en"]).decimal_mark
+    return ("," if decimal == "." else "."), decimal, decimal == ","
 
 
 @functools.cache
@@ -1163,17 +1161,16 @@ _REASONS = {
     "refusal": "a refusal instead of a translation",
     "meta": "a comment about the translation instead of one",
 }
-_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 
 
 def _untranslated(source_text: str, translation: str) -> bool:
     a, b = (re.sub(r"\s+", "", _nfkc(s).casefold()) for s in (source_text, translation))
     if a != b:
         return False
-    words = re.findall(r"[^\W\d_]+", _CJK_CHAR.sub(" ", _nfkc(source_text)))
+    words = re.findall(r"[^\W\d_]+", "".join(" " if is_wide(ch) else ch for ch in _nfkc(source_text)))
     if all(w[0].isupper() for w in words) and words:
         return False  # only names ("Tom Hanks, Meg Ryan"): the same in every Latin-script language
-    return len(words) >= 4 or len(_CJK_CHAR.findall(source_text)) >= 12
+    return len(words) >= 4 or sum(map(is_wide, source_text)) >= 12
 
 
 def refusal_reason(source_text: str, translation: str, source: str | None, target: str) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from core.languages import is_double_width
+
 # Boundaries from strongest to weakest. Each pattern matches the END of a piece (the boundary stays
 # with the text before it, so the audio of the pieces concatenates in reading order).
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？…])[\"'”’」』)]*\s*")
@@ -48,4 +50,4 @@ def _pack(parts: list[str], limit: int) -> list[str]:
 
 
 def _is_cjk_boundary(left: str, right: str) -> bool:
-    return bool(left) and bool(right) and (ord(left[-1]) > 0x2E80 or ord(right[0]) > 0x2E80)
+    return bool(left) and bool(right) and (is_double_width(left[-1]) or is_double_width(right[0]))

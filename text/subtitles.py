@@ -1,15 +1,24 @@
-"""Subtitles timed to the dub: SRT (sidecar and soft track) and WebVTT sidecars."""
+"""Subtitles timed to the dub: SRT (sidecar and soft track, written by `srt`) and WebVTT sidecars
+(written and read by webvtt-py: a WebVTT-only library that keeps cue identifiers, settings and the
+header's metadata lines and is typed; pysubs2 would convert every cue through its ASS model).
+
+WebVTT cue text is markup: `&`, `<` and `>` are written as character references (`&amp;` `&lt;`
+`&gt;`) and read back as the characters, after the cue's tags are removed.
+"""
 
 from __future__ import annotations
 
+import html
 import textwrap
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import srt
+import webvtt
 
 from core.files import write_bytes_atomic
+from core.languages import is_double_width
 
 MIN_CUE_S = 0.8  # shorter cues cannot be read
 LINE_CHARS = 42  # Netflix/BBC guideline for Latin scripts; CJK uses half (characters are wider)
@@ -23,7 +32,7 @@ class Cue:
 
 
 def _wrap(text: str) -> str:
-    cjk = sum(1 for ch in text if ord(ch) > 0x2E80) > len(text) / 3
+    cjk = sum(map(is_double_width, text)) > len(text) / 3
     width = LINE_CHARS // 2 if cjk else LINE_CHARS
     if len(text) <= width:
         return text
@@ -67,9 +76,26 @@ def _vtt_time(t: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
+def vtt_escape(text: str) -> str:
+    """Cue text as WebVTT writes it: `&`, `<`, `>` as character references (so "-->" cannot occur)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def vtt_cue_text(caption: webvtt.Caption) -> str:
+    """What a WebVTT cue says: its tags removed, character references resolved."""
+    return html.unescape(caption.text)
+
+
 def write_vtt(cues: list[Cue], path: Path, language: str) -> Path:
-    parts = ["WEBVTT", f"Language: {language}", ""]
-    for i, c in enumerate(cues):
-        parts += [str(i + 1), f"{_vtt_time(c.start)} --> {_vtt_time(c.end)}", c.text, ""]
-    write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
+    captions = [
+        webvtt.Caption(
+            start=_vtt_time(c.start),
+            end=_vtt_time(c.end),
+            text=[vtt_escape(row) for row in c.text.split("\n") if row.strip()],  # a blank row ends a cue
+            identifier=str(i + 1),
+        )
+        for i, c in enumerate(cues)
+    ]
+    document = webvtt.WebVTT(captions=captions, metadata=[f"Language: {language}"])
+    write_bytes_atomic(path, document.content.encode("utf-8"))
     return path
