@@ -74,17 +74,12 @@ def probe_media(path: Path) -> MediaInfo:
         raise InputError(f"input video not found: {path}")
     if not path.is_file():
         raise InputError(f"input is not a file: {path}")
-    ffprobe = require_tool("ffprobe")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise InputError(f"not a readable video file: {path.name}")
-    import json
+    import ffmpeg  # ffmpeg-python: ffprobe's JSON as a dict
 
-    data: dict[str, Any] = json.loads(proc.stdout or "{}")
+    try:
+        data: dict[str, Any] = ffmpeg.probe(str(path), cmd=require_tool("ffprobe"), v="error")
+    except (ffmpeg.Error, ValueError):
+        raise InputError(f"not a readable video file: {path.name}") from None
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     videos = [
