@@ -269,6 +269,11 @@ def refine_line_edges(lines: list[Line], audio: np.ndarray, rate: int, duration:
 PLAN_VERSION = 1
 
 
+def line_to_json(line: Line) -> dict[str, Any]:
+    """A plan line as segments.json holds it: `voice` only when the line has its own."""
+    return {k: v for k, v in asdict(line).items() if not (k == "voice" and v is None)}
+
+
 def plan_to_json(lines: list[Line], transcript: Transcript) -> dict[str, Any]:
     return {
         "version": PLAN_VERSION,
@@ -277,7 +282,7 @@ def plan_to_json(lines: list[Line], transcript: Transcript) -> dict[str, Any]:
         "duration": transcript.duration,
         "lines": [
             {
-                **{k: v for k, v in asdict(line).items() if not (k == "voice" and v is None)},
+                **line_to_json(line),
                 "start": round(line.start, 3),
                 "end": round(line.end, 3),
             }
@@ -456,7 +461,7 @@ def import_plan(
                 "version": PLAN_VERSION,
                 "source_language": language,
                 "duration": duration,
-                "lines": [asdict(line) for line in lines],
+                "lines": [line_to_json(line) for line in lines],
             },
         )
     stage_logger().info("plan imported kind=%s lines=%d", kind, len(lines))
