@@ -148,6 +148,11 @@ class BatchSpeechSynthesizer(SpeechSynthesizer, Protocol):
 
     def synthesize_requests(self, requests: Sequence[SpeechRequest]) -> list[SynthesizedClip]: ...
 
+    def batch_limit(self, requests: Sequence[SpeechRequest]) -> int | None:
+        """Requests like these (the longest decides) that fit one call on the device; None: no limit
+        known, the configured batch size applies."""
+        ...
+
 
 class Separator(Protocol):
     name: str

@@ -578,6 +578,21 @@ class QwenLocalTTS:
         """Lines of one language and voice in one generate call (see synthesize_requests)."""
         return self.synthesize_requests([SpeechRequest(text, language, voice) for text in texts])
 
+    def batch_limit(self, requests: Sequence[SpeechRequest]) -> int | None:
+        """How many lines like these (the longest decides) fit one generate call in the GPU's free memory,
+        by the per-item cost measured on an H200 (models/tts_batching.py); None off CUDA, where memory is
+        not the limit and the configured batch size applies."""
+        if not requests or not self.runtime.device.startswith("cuda"):
+            return None
+        import torch
+
+        from models.tts_batching import batch_size_for
+
+        self.load()
+        frames = max(self._plan(0, r.text, r.language, None).max_new_tokens for r in requests)
+        free, _total = torch.cuda.mem_get_info(torch.device(self.runtime.device))
+        return batch_size_for(free, self.model_size, frames)
+
     def synthesize_requests(self, requests: Sequence[SpeechRequest]) -> list[SynthesizedClip]:
         """Several lines in ONE generate_* call, whatever their languages and (CustomVoice) speakers: the
         package takes one text, language and speaker per item. Plus one call per retry round for the

@@ -120,3 +120,15 @@ def test_close_releases_the_gpu_memory(tiny: dict[str, Path], fresh_cache: None)
     after = torch.cuda.memory_allocated()
     assert after - before < 1 << 20, f"{(after - before) / 2**20:.1f} MiB still allocated after close()"
     assert torch.cuda.memory_reserved() <= loaded + (64 << 20)  # the cache was handed back too
+
+
+def test_the_batch_size_comes_from_free_gpu_memory(tiny: dict[str, Path], fresh_cache: None) -> None:
+    """Written after the last device run of its session: not yet run on a GPU."""
+    from core.languages import get_language
+    from models.base import SpeechRequest
+
+    tts = _adapter(tiny)
+    short = tts.batch_limit([SpeechRequest("Hi.", get_language("en"))])
+    long = tts.batch_limit([SpeechRequest("A much longer line of text, " * 8, get_language("en"))])
+    assert short is not None and long is not None and 1 <= long <= short <= 128
+    tts.close()

@@ -183,3 +183,35 @@ def test_local_job_batches_by_voice(
     for call in calls:
         first_call.setdefault(call["speaker"][0], call["text"])
     assert {voice: len(texts) for voice, texts in first_call.items()} == {"Ryan": 2, "Sohee": 2}
+
+
+def test_device_batches_hold_one_voice_longest_first_sized_by_the_limit(tmp_path: Path) -> None:
+    from tasks.synthesize import JobVoices, make_synthesizer, voice_batches
+    from tasks.translate import TranslatedLine
+
+    config = build_config(
+        video=Path("v.mp4"), langs="en", tts="local", voice="Ryan", cast="S2=Sohee", cache_dir=tmp_path
+    )
+    voices = JobVoices(config, make_synthesizer(config, require_key=False))
+    lines = [
+        TranslatedLine(i, float(i), i + 0.5, 0.1, "src", "x" * (10 + i), speaker="S1" if i < 5 else "S2")
+        for i in range(8)
+    ]
+    sizes_asked: list[int] = []
+
+    def limit(batch: list[Any]) -> int:  # a memory-style limit: fewer of the long lines fit
+        sizes_asked.append(len(batch[0][0].text))
+        return 2 if len(batch[0][0].text) >= 13 else 8
+
+    batches = voice_batches([(ln, str(ln.index)) for ln in lines], voices, limit)
+    assert [[ln.index for ln, _ in b] for b in batches] == [[4, 3], [2, 1, 0], [7, 6], [5]]
+    assert all(len({voices.voice_of(ln) for ln, _ in b}) == 1 for b in batches)
+
+
+def test_off_a_gpu_the_configured_batch_size_applies(tiny_qwen_tts: dict[str, Path]) -> None:
+    from core.languages import get_language
+    from models.base import SpeechRequest
+    from models.qwen_local_tts import QwenLocalTTS
+
+    tts = QwenLocalTTS(model=str(tiny_qwen_tts["custom_voice"]), device="cpu")
+    assert tts.batch_limit([SpeechRequest("Hello there.", get_language("en"))]) is None
