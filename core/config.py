@@ -1,4 +1,10 @@
-"""The one typed, validated configuration of a dubbing job (the CLI and Prefect both build it).
+"""The one typed, validated configuration of a dubbing job: the single source of every option.
+
+Every layer builds and types with `DubConfig`: the command line (flows/cli.py derives its parser, --help and
+the README options table from the fields: names, defaults, constraints, descriptions and each field's
+`cli(...)` metadata), the Prefect UI's run form and deployments (the flow's one parameter), the checks
+(core/checks.py) and the pipeline. Adding an option is adding a field here, with a description and, when
+its flag is not `--field-name` or it is an advanced option, `json_schema_extra=cli(...)`.
 
 It never holds secrets: the DashScope key is read from the environment by the adapters, so the config
 can be stored as Prefect flow-run parameters and shown in the UI.
@@ -7,17 +13,23 @@ can be stored as Prefect flow-run parameters and shown in the UI.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import ConfigError
 from core.languages import get_language
+from models.registry import API  # the built-in engines register on import; config validates against them
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pydantic_core import ErrorDetails
 
 TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
 MT_DEFAULT_MODEL = "qwen-mt-flash"
 CACHE_ENV = "QWENDUB_CACHE_DIR"
+CLI_KEY = "cli"  # the json_schema_extra key of a field's command-line metadata (see `cli`)
 # The ten languages as a Literal, so Prefect's UI renders `langs` as a multi-select of exactly these
 LanguageCode = Literal["zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru"]
 
@@ -30,123 +42,401 @@ def default_cache_dir() -> Path:
     return Path(base) / "qwen-dub"
 
 
-class DubConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def cli(
+    flag: str | None = None,
+    *,
+    metavar: str | None = None,
+    default: str | None = None,
+    advanced: bool = False,
+    positional: bool = False,
+) -> dict[str, Any]:
+    """A field's command-line face, kept on the field (`json_schema_extra=cli(...)`) so that an option is
+    written once: flows/cli.py builds the parser, --help and the README options table from these.
 
-    video: Path = Field(description="Input video file")
+    flag:       what users type; default `--` + the field name with dashes (`tts_batch` -> `--tts-batch`).
+                A bool field is a switch: `--flag` sets True when its default is False; when its default
+                is True the flag sets False (name it `--no-...`).
+    metavar:    the value's placeholder in --help and the README (`N`, `DIR`); choices need none.
+    default:    how --help and the README show the default when the field's own default says too little
+                (None, a default factory, a default chosen at run time); backticks mark literal values.
+    advanced:   listed after the common options: in --help, the README and the UI's run form
+                (DubConfig declares its common fields first).
+    positional: a positional argument (the video) instead of an option.
+    The form schema Prefect's UI renders drops this metadata (see `_form_schema`).
+    """
+    spec: dict[str, Any] = {"advanced": advanced}
+    for key, value in (("flag", flag), ("metavar", metavar), ("default", default)):
+        if value is not None:
+            spec[key] = value
+    if positional:
+        spec["positional"] = True
+    return {CLI_KEY: spec}
+
+
+def cli_spec(name: str) -> dict[str, Any]:
+    """The `cli(...)` metadata of a DubConfig field ({} when it has none)."""
+    extra = DubConfig.model_fields[name].json_schema_extra
+    spec = extra.get(CLI_KEY) if isinstance(extra, dict) else None
+    return dict(spec) if isinstance(spec, dict) else {}
+
+
+def cli_flag(name: str) -> str:
+    """The option a user types for a DubConfig field: `tts_rpm` -> `--rpm`, `video` -> `VIDEO`; any other
+    name (not a field) is returned as it is."""
+    if name not in DubConfig.model_fields:
+        return name
+    spec = cli_spec(name)
+    if spec.get("positional"):
+        return str(spec.get("metavar") or name.upper())
+    return str(spec.get("flag") or "--" + name.replace("_", "-"))
+
+
+def _form_schema(schema: dict[str, Any]) -> None:
+    """DubConfig's JSON schema as Prefect's UI renders it (its run form): the command-line metadata
+    dropped, every property given its `position` (common options first, then the advanced ones, each in
+    declaration order; the UI sorts by it, and a server whose database reorders JSON keys keeps it),
+    advanced options titled as such, a default the schema cannot show (None, a factory) spelled out in the
+    description, and the engine choices read from the registry."""
+    from models.registry import translator_names, tts_names
+
+    properties: dict[str, Any] = schema.get("properties", {})
+    names = list(DubConfig.model_fields)
+    order = sorted(names, key=lambda name: bool(cli_spec(name).get("advanced")))
+    for name, prop in properties.items():
+        prop.pop(CLI_KEY, None)
+        if name not in DubConfig.model_fields:
+            continue
+        spec = cli_spec(name)
+        prop["position"] = order.index(name)
+        if spec.get("advanced") and "title" in prop:
+            prop["title"] = f"{prop['title']} (advanced)"
+        shown = spec.get("default")
+        if shown and prop.get("default") is None and "description" in prop:
+            prop["description"] = f"{prop['description']} (default: {shown})"
+    for name, choices in (("tts", tts_names()), ("translator", translator_names())):
+        if name in properties:
+            properties[name]["enum"] = choices
+
+
+class DubConfig(BaseModel):
+    """One dubbing job: the video, its target languages and how to dub them."""
+
+    # Fields: the common options first, then the advanced ones (`cli(advanced=True)`). A description is
+    # the option's help everywhere (--help, the README table, the UI form): plain text, `backticks` for
+    # literal values, and no angle brackets outside backticks (the UI renders descriptions as Markdown,
+    # where `<video name>` would be an HTML tag and vanish).
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_form_schema)
+
+    # -- common options ---------------------------------------------------------------------------------
+    video: Path = Field(
+        description="input video file", json_schema_extra=cli(positional=True, metavar="VIDEO")
+    )
     langs: list[LanguageCode] = Field(
-        description="Target languages (ISO 639-1): zh, en, de, it, pt, es, ja, ko, fr, ru",
+        description="target languages, comma-separated, from `zh,en,de,it,pt,es,ja,ko,fr,ru` "
+        "(codes or English names)",
         min_length=1,
-        json_schema_extra={"uniqueItems": True},
+        json_schema_extra={"uniqueItems": True, **cli(metavar="LANGS")},
     )
-    out: Path | None = Field(default=None, description="Output folder (default out/<video name>/)")
+    out: Path | None = Field(
+        default=None,
+        description="job folder: the dubbed video, subtitles, line plans and report",
+        json_schema_extra=cli(metavar="DIR", default="`out/<video name>/`"),
+    )
     voice: str | None = Field(
-        default=None, description="TTS voice (see --list-voices); default Cherry (api) or Vivian (local)"
-    )
-    tts: str = Field(
-        default="api",
-        description="TTS engine: api (DashScope Qwen TTS) or local (qwen-tts on this machine)",
-        json_schema_extra={"enum": ["api", "local"]},
-    )
-    translator: str = Field(
-        default="api",
-        description="Translation engine: api (Qwen-MT) or local (a transformers LLM)",
-        json_schema_extra={"enum": ["api", "local"]},
+        default=None,
+        description="TTS voice, checked against the engine's catalogue (`--list-voices [--tts local]`); "
+        "close matches are suggested",
+        json_schema_extra=cli(metavar="NAME"),  # its default is the engine's (models/registry.py)
     )
     cast: dict[str, str] = Field(
         default_factory=dict,
-        description="Voice per speaker, e.g. S1=Ethan,S2=Cherry (speakers as named in segments.json)",
+        description="a voice per speaker, e.g. `S1=Ethan,S2=Cherry` (speakers as named in segments.json)",
+        json_schema_extra=cli(metavar="SPEAKER=VOICE,...", default="every speaker in `--voice`"),
     )
-    asr_model: str = Field(default="auto", description="faster-whisper model name or CTranslate2 directory")
-    separator: Literal["htdemucs", "none"] = "htdemucs"
-    demucs_model: str = Field(
-        default="htdemucs", description="demucs model name (htdemucs, htdemucs_ft, mdx_extra)"
+    tts: str = Field(
+        default=API,
+        description="TTS engine: `api` (DashScope Qwen TTS) or `local` (the open-source qwen-tts on this "
+        "machine)",
+        json_schema_extra=cli(),  # choices: the registry's engines (models/registry.py)
     )
-    demucs_dir: Path | None = Field(
-        default=None, description="Folder holding local demucs models (.th/.yaml)"
+    translator: str = Field(
+        default=API,
+        description="translation engine: `api` (Qwen-MT through DashScope) or `local` (a transformers chat "
+        "model)",
+        json_schema_extra=cli(),
     )
-    demucs_shifts: int = Field(default=1, ge=0, le=20)
-    demucs_overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
-    demucs_chunk_s: float = Field(default=60.0, gt=0, description="Separation chunk length (bounds memory)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    region: Literal["intl", "cn"] = "intl"
-    source_lang: str | None = Field(default=None, description="Source language; detected when omitted")
-    tts_model: str = TTS_DEFAULT_MODEL
-    mt_model: str = MT_DEFAULT_MODEL
-    tts_local_model: str | None = Field(
+    source_lang: str | None = Field(
         default=None,
-        description="Local TTS: Hugging Face id or directory (default Qwen3-TTS 12Hz checkpoints)",
+        description="language of the video (code or English name)",
+        json_schema_extra=cli(metavar="CODE", default="detected"),
     )
-    tts_size: Literal["1.7B", "0.6B"] = Field(default="1.7B", description="Local TTS model size")
-    voice_design: str | None = Field(
-        default=None, max_length=2000, description="Local TTS: design a voice from this description"
+    instructions: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="speaking direction (speed, emotion, tone): instruct API models, or the 1.7B local "
+        "CustomVoice model",
+        json_schema_extra=cli(metavar="TEXT"),
     )
-    tts_batch: int = Field(default=8, ge=1, le=64, description="Local TTS: lines per generate call")
-    clone: str | None = Field(default=None, description="Clone this consented speaker's voice (speaker id)")
+    segments: Path | None = Field(
+        default=None,
+        description="start from an existing segments.json (skips recognition)",
+        json_schema_extra=cli(metavar="FILE"),
+    )
+    subtitles: Path | None = Field(
+        default=None,
+        description="seed the line plan from an .srt or .vtt (skips recognition)",
+        json_schema_extra=cli(metavar="FILE"),
+    )
+    glossary: Path | None = Field(
+        default=None,
+        description="terms translated a fixed way: CSV `source,target,language` (empty language: every "
+        'target) or JSON `{"ja": {"lighthouse": "灯台"}, "*": {...}}`; sent to Qwen-MT as '
+        "translation_options.terms and into the local model's prompt; lines missing a term are logged",
+        json_schema_extra=cli(metavar="FILE"),
+    )
+    separator: Literal["htdemucs", "none"] = Field(
+        default="htdemucs",
+        description="source separation; `none` dubs over silence (the original track stays in the file)",
+        json_schema_extra=cli(),
+    )
+    container: Literal["mkv", "mp4"] = Field(
+        default="mkv",
+        description="output container (subtitles as SRT in MKV, mov_text in MP4)",
+        json_schema_extra=cli(),
+    )
+    split_outputs: bool = Field(
+        default=False,
+        description="also one video per language (video, original audio, that dub, its subtitles) and the "
+        "dub stems as 24-bit WAV",
+        json_schema_extra=cli(),
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="transcribe and plan, then report the estimated characters and cost per language "
+        "(estimate.json); no paid call",
+        json_schema_extra=cli(),
+    )
+    budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="refuse the job (before any paid call) when the estimated TTS cost exceeds this, in the "
+        "region's currency",
+        json_schema_extra=cli(metavar="AMOUNT"),
+    )
+    verify: bool = Field(
+        default=False,
+        description="re-transcribe each dub track with the ASR model and report the error rate per line "
+        "(WER; CER for zh/ja/ko) in report.json; needs a multilingual model for non-English tracks",
+        json_schema_extra=cli(),
+    )
+    clone: str | None = Field(
+        default=None,
+        description="clone this consented speaker's voice (README: Voice cloning, with consent)",
+        json_schema_extra=cli(metavar="SPEAKER_ID"),
+    )
     consent_dir: Path | None = Field(
-        default=None, description="Consent ledger folder (python -m cloning.cli)"
+        default=None,
+        description="the consent ledger folder (`python -m cloning.cli`)",
+        json_schema_extra=cli(metavar="DIR"),
     )
     clone_use: str | None = Field(
-        default=None, description="The use consented to, e.g. 'dubbing of channel X'"
+        default=None,
+        description="the use this job makes of the cloned voice, as consented, e.g. 'dubbing of channel X'",
+        json_schema_extra=cli(metavar="TEXT"),
     )
     clone_ref: Path | None = Field(
-        default=None, description="Reference recording (default: chosen from the vocals)"
+        default=None,
+        description="reference recording of the cloned speaker",
+        json_schema_extra=cli(metavar="FILE", default="chosen from the vocals"),
     )
-    clone_ref_text: str | None = Field(default=None, description="Transcript of --clone-ref")
-    glossary: Path | None = Field(default=None, description="Glossary CSV/JSON: terms translated a fixed way")
+    clone_ref_text: str | None = Field(
+        default=None,
+        description="transcript of the reference recording",
+        json_schema_extra=cli(metavar="TEXT", default="from the line plan"),
+    )
+
+    # -- advanced options -------------------------------------------------------------------------------
+    # DashScope
+    region: Literal["intl", "cn"] = Field(
+        default="intl",
+        description="DashScope region: International (Singapore) or Mainland China (Beijing); keys are per "
+        "region",
+        json_schema_extra=cli(advanced=True),
+    )
+    tts_model: str = Field(
+        default=TTS_DEFAULT_MODEL,
+        description="DashScope TTS snapshot (`qwen3-tts-instruct-flash-2026-01-26`, "
+        "`qwen3-tts-flash-2025-09-18`, ...)",
+        json_schema_extra=cli(metavar="NAME", advanced=True),
+    )
+    mt_model: str = Field(
+        default=MT_DEFAULT_MODEL,
+        description="Qwen-MT model (`qwen-mt-plus`, `qwen-mt-lite`, `qwen-mt-turbo`)",
+        json_schema_extra=cli(metavar="NAME", advanced=True),
+    )
     mt_domain: str | None = Field(
         default=None,
         max_length=500,
-        description="Qwen-MT style hint in English, e.g. 'Cooking show, informal' (default: dubbing)",
+        description="Qwen-MT style hint in English (translation_options.domains), e.g. "
+        "'Cooking show, informal'",
+        json_schema_extra=cli(metavar="TEXT", default="dubbing dialogue", advanced=True),
     )
-    translator_model: str | None = Field(
-        default=None, description="Local translator: Hugging Face id or directory (default by device)"
+    stream: bool = Field(
+        default=False,
+        description="take TTS audio from the SSE stream (base64 PCM) instead of downloading the result URL",
+        json_schema_extra=cli(advanced=True),
     )
-    stream: bool = Field(default=False, description="Take TTS audio from the SSE stream instead of the URL")
-    tts_rpm: int = Field(default=180, ge=1, description="DashScope TTS requests per minute (account limit)")
-    mt_rpm: int = Field(default=60, ge=1, description="Qwen-MT requests per minute")
-    concurrency: int = Field(default=8, ge=1, le=64, description="Parallel API requests")
-    max_speedup: float = Field(default=1.25, ge=1.0, le=2.0)
-    shorten: bool = Field(
-        default=True, description="Re-translate lines whose dub needs more than max_speedup"
+    tts_rpm: int = Field(
+        default=180,
+        ge=1,
+        description="TTS requests per minute (the flash models' documented limit), shared by all languages",
+        json_schema_extra=cli("--rpm", metavar="N", advanced=True),
     )
-    shorten_model: str | None = Field(
-        default=None, description="DashScope chat model for shortening (qwen-flash)"
+    mt_rpm: int = Field(
+        default=60,
+        ge=1,
+        description="Qwen-MT (and shortening) requests per minute",
+        json_schema_extra=cli(metavar="N", advanced=True),
     )
-    audio_codec: Literal["aac", "opus"] = "aac"
-    container: Literal["mkv", "mp4"] = "mkv"
-    duck_db: float = Field(
-        default=0.0, ge=0.0, le=30.0, description="Lower the background this much under dialogue"
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="parallel API requests",
+        json_schema_extra=cli(metavar="N", advanced=True),
     )
-    split_outputs: bool = Field(
-        default=False, description="Also one video per language, and the dub WAV stems"
-    )
-    cache_dir: Path = Field(default_factory=default_cache_dir)
     retry_attempts: int = Field(
         default=6,
         ge=1,
         le=20,
-        description="Attempts per API request on transient errors (429, 5xx, timeouts)",
+        description="attempts per API request on transient errors (429, 5xx, timeouts; exponential backoff "
+        "with jitter, Retry-After honoured); a 400 is never retried",
+        json_schema_extra=cli("--retries", metavar="N", advanced=True),
     )
-    retry_base_delay_s: float = Field(default=1.0, ge=0.0, le=60.0)
-    instructions: str | None = Field(
+    retry_base_delay_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="first backoff delay between attempts, in seconds (doubles each retry)",
+        json_schema_extra=cli("--retry-delay", metavar="SECONDS", advanced=True),
+    )
+    # local engines
+    translator_model: str | None = Field(
+        default=None,
+        description="local translator: Hugging Face id or directory",
+        json_schema_extra=cli(
+            metavar="NAME_OR_DIR",
+            default="`Qwen/Qwen2.5-7B-Instruct` on GPU, `Qwen/Qwen2.5-1.5B-Instruct` on CPU",
+            advanced=True,
+        ),
+    )
+    tts_local_model: str | None = Field(
+        default=None,
+        description="local TTS checkpoint: Hugging Face id or directory",
+        json_schema_extra=cli(
+            metavar="NAME_OR_DIR", default="`Qwen/Qwen3-TTS-12Hz-<size>-CustomVoice`", advanced=True
+        ),
+    )
+    tts_size: Literal["1.7B", "0.6B"] = Field(
+        default="1.7B", description="local TTS model size", json_schema_extra=cli(advanced=True)
+    )
+    voice_design: str | None = Field(
         default=None,
         max_length=2000,
-        description="Speaking direction for instruct TTS models (speed, emotion)",
+        description="local TTS: design the voice from this description (1.7B VoiceDesign)",
+        json_schema_extra=cli(metavar="TEXT", advanced=True),
     )
-    segments: Path | None = Field(
-        default=None, description="Start from this segments.json (skips recognition)"
+    tts_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="local TTS: most lines per generate call (one voice, similar lengths together); default: "
+        "as many as the GPU's free memory holds (up to 128), 8 on a CPU",
+        json_schema_extra=cli(metavar="N", advanced=True, default="as many as fit the GPU; 8 on a CPU"),
     )
-    subtitles: Path | None = Field(
-        default=None, description="Seed the plan from this .srt/.vtt (skips recognition)"
+    # recognition and separation
+    asr_model: str = Field(
+        default="auto",
+        description="faster-whisper model name (`small`, `large-v3`, ...) or a CTranslate2 directory; "
+        "`auto`: `large-v3` on GPU, `small` on CPU",
+        json_schema_extra=cli(metavar="NAME_OR_DIR", advanced=True),
     )
-    verify: bool = Field(default=False, description="Re-transcribe each dub track and report WER per line")
-    verify_threshold: float = Field(default=0.3, gt=0, le=1, description="Flag lines above this WER/CER")
-    dry_run: bool = Field(
-        default=False, description="Estimate characters and cost, then stop before any paid call"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where the local models run", json_schema_extra=cli(advanced=True)
     )
-    budget: float | None = Field(
-        default=None, gt=0, description="Refuse a job whose estimated TTS cost exceeds this"
+    demucs_model: str = Field(
+        default="htdemucs",
+        description="demucs model: `htdemucs`, `htdemucs_ft`, `mdx_extra`, or a folder holding one model",
+        json_schema_extra=cli(metavar="NAME_OR_DIR", advanced=True),
+    )
+    demucs_dir: Path | None = Field(
+        default=None,
+        description="folder of local demucs models (`name.th` / `name.yaml`)",
+        json_schema_extra=cli("--demucs-repo", metavar="DIR", advanced=True),
+    )
+    demucs_shifts: int = Field(
+        default=1,
+        ge=0,
+        le=20,
+        description="demucs random shifts (quality against time)",
+        json_schema_extra=cli("--shifts", metavar="N", advanced=True),
+    )
+    demucs_overlap: float = Field(
+        default=0.25,
+        ge=0.0,
+        lt=1.0,
+        description="demucs segment overlap",
+        json_schema_extra=cli("--overlap", metavar="X", advanced=True),
+    )
+    demucs_chunk_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="separate in chunks of this many seconds: memory stays flat on a two-hour film (output "
+        "identical to one pass)",
+        json_schema_extra=cli("--separation-chunk", metavar="SECONDS", advanced=True),
+    )
+    # fitting and mixing
+    max_speedup: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=2.0,
+        description="cap on the time-stretch speed-up",
+        json_schema_extra=cli(metavar="X", advanced=True),
+    )
+    shorten: bool = Field(
+        default=True,
+        description="re-translate shorter the lines whose dub needs more speed-up than the cap; a line not "
+        "shortened is stretched to the cap and faded at the slot end",
+        json_schema_extra=cli("--no-shorten", advanced=True),
+    )
+    shorten_model: str | None = Field(
+        default=None,
+        description="DashScope chat model that rewrites over-long lines (the local route re-translates with "
+        "the local model)",
+        json_schema_extra=cli(metavar="NAME", default="`qwen-flash`", advanced=True),
+    )
+    duck_db: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=30.0,
+        description="lower the background by this many dB under dialogue (sidechain, 50 ms attack, 350 ms "
+        "release; 0: off)",
+        json_schema_extra=cli("--duck", metavar="DB", advanced=True),
+    )
+    audio_codec: Literal["aac", "opus"] = Field(
+        default="aac", description="codec of the dubbed tracks", json_schema_extra=cli(advanced=True)
+    )
+    verify_threshold: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="with verification: flag lines whose error rate is above this",
+        json_schema_extra=cli(metavar="X", advanced=True),
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="clip and translation cache, shared by jobs",
+        json_schema_extra=cli(metavar="DIR", default=f"`~/.cache/qwen-dub` or `${CACHE_ENV}`", advanced=True),
     )
 
     @field_validator("langs", mode="before")
@@ -226,7 +516,7 @@ class DubConfig(BaseModel):
             from models.registry import tts_engine
 
             try:
-                default = tts_engine(str(values.get("tts") or "api")).default_voice
+                default = tts_engine(str(values.get("tts") or API)).default_voice
             except ConfigError:
                 return values  # the tts validator names the unknown engine
             values = {**values, "voice": default}
@@ -274,7 +564,14 @@ class DubConfig(BaseModel):
 
 
 def build_config(**values: object) -> DubConfig:
-    """Build a config, turning pydantic's multi-line report into one line a user can act on."""
+    """Build a config from field values; a bad value is one ConfigError line naming the field."""
+    return validate_config(values)
+
+
+def validate_config(values: Mapping[str, object], *, name: Callable[[str], str] = str) -> DubConfig:
+    """Build a config, turning pydantic's multi-line report into one line a user can act on, naming the
+    option as `name(field)` puts it: the field itself for the UI and deployments, the flag for the CLI
+    (`validate_config(values, name=cli_flag)`: "--rpm: must be ≥ 1")."""
     from pydantic import ValidationError
 
     try:
@@ -283,9 +580,33 @@ def build_config(**values: object) -> DubConfig:
         raise
     except ValidationError as exc:
         err = exc.errors()[0]
-        ctx = err.get("ctx") or {}
-        inner = ctx.get("error")
+        inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, ConfigError):
             raise inner from None
-        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-        raise ConfigError(f"invalid {where}: {err.get('msg', 'bad value')}") from None
+        loc = err.get("loc", ())
+        where = name(str(loc[0])) if loc else "config"
+        raise ConfigError(f"{where}: {_problem(err)}") from None
+
+
+def _problem(err: ErrorDetails) -> str:
+    """What is wrong with one value, in a few words."""
+    ctx, kind, value = err.get("ctx") or {}, err["type"], err.get("input")
+    bounds = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
+              "less_than_equal": ("≤", "le"), "less_than": ("<", "lt")}  # fmt: skip
+    if kind in bounds:
+        sign, key = bounds[kind]
+        return f"must be {sign} {ctx.get(key)}, not {value}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, not {value!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, not {value!r}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, not {value!r}"
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown option"
+    message = str(err.get("msg") or "bad value")
+    return message[:1].lower() + message[1:]

@@ -1,7 +1,17 @@
-"""Command line: `python -m flows.dub VIDEO --langs ja,en,ko [options]`.
+"""Command line: `qwen-dub VIDEO --langs ja,en,ko [options]` (or `python -m flows.dub ...`).
+
+The parser is derived from DubConfig (core/config.py), the one place an option is written: each field is
+one option whose `dest` is the field's name, whose flag, metavar, default and help come from the field
+(its type, default, constraints, description) and its `cli(...)` metadata, and whose value pydantic
+converts and checks (so a bad value names the flag: `--rpm -5` -> "--rpm: must be ≥ 1, not -5"). Options
+the user does not give stay out of the config (argparse.SUPPRESS), so every default is the field's own.
+The engine choices (`--tts`, `--translator`) are the registry's (models/registry.py). The options that
+drive this command rather than the job (COMMAND_OPTIONS: --list-voices, --task-runner, --dask-address,
+--log-json, --debug) live here. `--help` and the README's options table (`python -m flows.cli
+--markdown-options`, checked by tests/test_cli_options.py) are rendered from the same list.
 
 Parsing and --help import nothing heavy. Every user error ends as one `error: ...` line on stderr and
-a non-zero exit, before any work starts when it can be known up front.
+a non-zero exit, before Prefect starts when it can be known up front (core/checks.py).
 """
 
 from __future__ import annotations
@@ -9,271 +19,226 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.errors import ConfigError, DubError, InputError
 from core.parallel import CANCELLED, Cancelled
+from flows.runners import DASK_ADDRESS_ENV, RUNNER_KINDS, TASK_RUNNER_ENV
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from prefect import Flow
+    from prefect.task_runners import TaskRunner
+
+    from core.config import DubConfig
+    from flows.pipeline import DubResult
 
 EPILOG = """\
 environment:
-  DASHSCOPE_API_KEY            API key for the DashScope routes (never passed as a flag)
+  DASHSCOPE_API_KEY            API key for the DashScope engines (never passed as a flag)
   DASHSCOPE_HTTP_BASE_URL      override the region's API host (e.g. a proxy)
   DASHSCOPE_COMPATIBLE_BASE_URL, DASHSCOPE_WEBSOCKET_BASE_URL   idem for the other endpoints
   QWENDUB_CACHE_DIR            clip/translation cache (default ~/.cache/qwen-dub)
 
 example:
-  python -m flows.dub media_samples/sample.mp4 --langs ja,en,ko --voice Cherry
+  qwen-dub media_samples/sample.mp4 --langs ja,en,ko --voice Cherry
 """
+
+REQUIRED = "(required)"
+GROUPS = {
+    "common": "job options",
+    "advanced": "advanced job options",
+    "command": "command options",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option as --help and the README show it."""
+
+    dest: str  # the DubConfig field (or, for a command option, the attribute of the parsed arguments)
+    flag: str  # "--rpm"; for a positional, its placeholder ("VIDEO")
+    help: str  # the field's description: plain text, `backticks` for literal values
+    default: str = ""  # the default as shown ("" when there is nothing to show)
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    switch: bool | None = None  # a flag without a value: the value it stores
+    group: str = "common"  # common | advanced | command
+    positional: bool = False
+    hidden: bool = False  # parsed, but in neither --help nor the README
+
+    @property
+    def usage(self) -> str:
+        """`--tts api|local`, `--rpm N`, `--stream`, `VIDEO`."""
+        if self.positional or self.switch is not None:
+            return self.flag
+        value = "|".join(self.choices) if self.choices else self.metavar or self.dest.upper()
+        return f"{self.flag} {value}"
+
+
+COMMAND_OPTIONS = (
+    Option("list_voices", "--list-voices", "print the TTS engine's voice catalogue (`--tts`, `--tts-model`) "
+           "and exit", switch=True, group="command"),
+    Option("task_runner", "--task-runner", "run the per-language stages and per-line tasks on threads or on "
+           "a Dask cluster (prefect-dask)", default=f"`thread`, or `${TASK_RUNNER_ENV}`",
+           choices=RUNNER_KINDS, group="command"),
+    Option("dask_address", "--dask-address", "the Dask scheduler for `--task-runner dask`",
+           default=f"`${DASK_ADDRESS_ENV}`, else a local cluster", metavar="tcp://HOST:8786",
+           group="command"),
+    Option("log_json", "--log-json", "logs as JSON lines on stderr: run ids, stage, language, line index, "
+           "figures", switch=True, group="command"),
+    Option("debug", "--debug", "show tracebacks", switch=True, group="command"),
+    Option("markdown_options", "--markdown-options", "print the README's options tables and exit",
+           switch=True, group="command", hidden=True),
+)  # fmt: skip
+
+
+def _plain(text: str) -> str:
+    return text.replace("`", "")
+
+
+def _value_type(annotation: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def config_options() -> list[Option]:
+    """One Option per DubConfig field, in declaration order (common options first)."""
+    from pydantic_core import PydanticUndefined
+
+    from core.config import DubConfig, cli_flag, cli_spec
+    from models.registry import translator_names, tts_engine, tts_names
+
+    engine_choices = {"tts": tuple(tts_names()), "translator": tuple(translator_names())}
+    options = []
+    for name, field in DubConfig.model_fields.items():
+        spec = cli_spec(name)
+        kind = _value_type(field.annotation)
+        default = field.default
+        choices = engine_choices.get(name)
+        if typing.get_origin(kind) is typing.Literal:
+            choices = tuple(str(c) for c in typing.get_args(kind))
+        switch = (not default) if kind is bool else None
+        if "default" in spec:
+            shown = str(spec["default"])
+        elif field.is_required():
+            shown = REQUIRED
+        elif name == "voice":  # each engine has its own (models/registry.py)
+            shown = ", ".join(f"`{tts_engine(e).default_voice}` ({e})" for e in tts_names())
+        elif default is None or default is PydanticUndefined or kind is bool:
+            shown = ""
+        else:
+            shown = f"`{default}`"
+        options.append(
+            Option(
+                dest=name,
+                flag=cli_flag(name),
+                # `--no-shorten` turns `shorten` off
+                help=("do not " if switch is False else "") + (field.description or ""),
+                default=shown,
+                metavar=spec.get("metavar"),
+                choices=choices,
+                switch=switch,
+                group="advanced" if spec.get("advanced") else "common",
+                positional=bool(spec.get("positional")),
+            )
+        )
+    return options
+
+
+def all_options() -> list[Option]:
+    return [*config_options(), *COMMAND_OPTIONS]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad flag is one line too, naming the flag: "error: --tts: invalid choice: 'x' (...)"."""
+        message = message.removeprefix("argument ")
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def prog_name() -> str:
+    return "qwen-dub" if Path(sys.argv[0]).name == "qwen-dub" else "python -m flows.dub"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m flows.dub",
+    p = Parser(
+        prog=prog_name(),
         description="Dub a video into one or more languages with Qwen TTS.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("video", nargs="?", type=Path, help="input video file")
-    p.add_argument("--langs", help="target languages, comma-separated: zh,en,de,it,pt,es,ja,ko,fr,ru")
-    p.add_argument("--out", type=Path, help="output folder (default: out/<video name>/)")
-    p.add_argument(
-        "--voice",
-        help="TTS voice (default Cherry on the API, Vivian locally; see --list-voices [--tts local])",
-    )
-    p.add_argument(
-        "--tts", choices=["api", "local"], default="api", help="TTS route (default api: DashScope)"
-    )
-    p.add_argument(
-        "--translator",
-        choices=["api", "local"],
-        default="api",
-        help="translation route (default api: Qwen-MT)",
-    )
-    p.add_argument(
-        "--asr-model",
-        default="auto",
-        metavar="NAME_OR_DIR",
-        help="faster-whisper model name or CTranslate2 directory (default: large-v3 on GPU, small on CPU)",
-    )
-    p.add_argument("--separator", choices=["htdemucs", "none"], default="htdemucs",
-                   help="source separation (default htdemucs; none: dub over silence)")  # fmt: skip
-    p.add_argument("--demucs-model", default="htdemucs", metavar="NAME_OR_DIR",
-                   help="demucs model (htdemucs, htdemucs_ft, mdx_extra) or a model folder")  # fmt: skip
-    p.add_argument("--demucs-repo", dest="demucs_dir", type=Path, metavar="DIR",
-                   help="folder of local demucs models (<name>.th / <name>.yaml)")  # fmt: skip
-    p.add_argument("--shifts", type=int, default=1, help="demucs random shifts (quality vs time; default 1)")
-    p.add_argument("--overlap", type=float, default=0.25, help="demucs segment overlap (default 0.25)")
-    p.add_argument("--separation-chunk", type=float, default=60.0, metavar="SECONDS",
-                   help="separate in chunks of this length: bounded memory (default 60)")  # fmt: skip
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where models run")
-    p.add_argument("--region", choices=["intl", "cn"], default="intl", help="DashScope region (default intl)")
-    p.add_argument("--source-lang", help="language of the video (default: detected)")
-    p.add_argument(
-        "--segments", type=Path, metavar="FILE", help="start from this segments.json (skips recognition)"
-    )
-    p.add_argument(
-        "--subtitles",
-        type=Path,
-        metavar="FILE",
-        help="seed the line plan from an .srt/.vtt (skips recognition)",
-    )
-    p.add_argument(
-        "--tts-model", default=None, help="DashScope TTS model snapshot (default qwen3-tts-flash-2025-11-27)"
-    )
-    p.add_argument("--mt-model", default=None, help="Qwen-MT model (default qwen-mt-flash)")
-    p.add_argument(
-        "--glossary",
-        type=Path,
-        metavar="FILE",
-        help="terms translated a fixed way: CSV source,target,language or JSON",
-    )
-    p.add_argument(
-        "--mt-domain",
-        metavar="TEXT",
-        help="Qwen-MT domain hint in English (translation_options.domains), e.g. "
-        "'Cooking show, informal'; default: spoken dialogue translated for dubbing",
-    )
-    p.add_argument(
-        "--translator-model",
-        metavar="NAME_OR_DIR",
-        help="local translator LLM: Hugging Face id or directory "
-        "(default Qwen/Qwen2.5-7B-Instruct on GPU, Qwen/Qwen2.5-1.5B-Instruct on CPU)",
-    )
-    p.add_argument(
-        "--tts-local-model",
-        metavar="NAME_OR_DIR",
-        help="local route: Qwen3-TTS checkpoint id or directory (default Qwen/Qwen3-TTS-12Hz-<size>-...)",
-    )
-    p.add_argument("--tts-size", choices=["1.7B", "0.6B"], default="1.7B", help="local route: model size")
-    p.add_argument(
-        "--voice-design",
-        metavar="DESCRIPTION",
-        help="local route: design the voice from a description (1.7B)",
-    )
-    p.add_argument(
-        "--tts-batch", type=int, default=8, help="local route: lines per generate call (default 8)"
-    )
-    p.add_argument(
-        "--clone", metavar="SPEAKER_ID", help="clone this speaker's voice (needs a consent record)"
-    )
-    p.add_argument("--consent-dir", type=Path, metavar="DIR", help="consent ledger (python -m cloning.cli)")
-    p.add_argument("--clone-use", metavar="TEXT", help="the use this job makes of the voice, as consented")
-    p.add_argument(
-        "--clone-ref", type=Path, metavar="FILE", help="reference recording (default: from the vocals)"
-    )
-    p.add_argument("--clone-ref-text", metavar="TEXT", help="transcript of --clone-ref")
-    p.add_argument("--stream", action="store_true", help="take TTS audio from the SSE stream (no result URL)")
-    p.add_argument(
-        "--rpm", type=int, default=180, help="TTS requests per minute (default 180, the flash limit)"
-    )
-    p.add_argument("--concurrency", type=int, default=8, help="parallel API requests (default 8)")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=6,
-        metavar="N",
-        help="attempts per API request on transient errors: 429, 5xx, timeouts (default 6)",
-    )
-    p.add_argument(
-        "--max-speedup", type=float, default=1.25, help="cap on time-stretch speed-up (default 1.25)"
-    )
-    p.add_argument(
-        "--no-shorten",
-        action="store_true",
-        help="do not re-translate lines whose dub needs more speed-up than --max-speedup",
-    )
-    p.add_argument("--shorten-model", help="DashScope chat model that shortens lines (default qwen-flash)")
-    p.add_argument(
-        "--audio-codec", choices=["aac", "opus"], default="aac", help="dub track codec (default aac)"
-    )
-    p.add_argument(
-        "--duck", type=float, default=0.0, metavar="DB",
-        help="lower the background by DB under dialogue (sidechain ducking; default 0: off)",
-    )  # fmt: skip
-    p.add_argument(
-        "--split-outputs", action="store_true", help="also write one video per language and the dub WAV stems"
-    )
-    p.add_argument(
-        "--container", choices=["mkv", "mp4"], default="mkv", help="output container (default mkv)"
-    )
-    p.add_argument("--cache-dir", type=Path, help="clip/translation cache (default ~/.cache/qwen-dub)")
-    p.add_argument("--instructions", help="speaking direction (speed, emotion, tone) for instruct TTS models")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="transcribe and plan, then print the estimated characters and cost per language; no paid call",
-    )
-    p.add_argument(
-        "--budget", type=float, help="refuse the job if the estimated TTS cost exceeds this amount"
-    )
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="re-transcribe each dub track with --asr-model and report WER (CER for zh/ja/ko) per line",
-    )
-    p.add_argument("--verify-threshold", type=float, default=0.3, help="flag lines above this error rate")
-    p.add_argument("--list-voices", action="store_true", help="print the voice catalogue and exit")
-    p.add_argument(
-        "--task-runner",
-        choices=["thread", "dask"],
-        help="run per-language stages on threads (default) or on a Dask cluster (prefect-dask)",
-    )
-    p.add_argument(
-        "--dask-address", metavar="tcp://HOST:8786", help="existing Dask scheduler (default: local)"
-    )
-    p.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr (job, stage, line)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    for option in all_options():
+        text = _plain(option.help)
+        if option.default == REQUIRED:
+            text += f" {REQUIRED}"
+        elif option.default:
+            text += f" (default: {_plain(option.default)})"
+        kwargs: dict[str, Any] = {
+            "default": argparse.SUPPRESS,  # not given: the field's default applies
+            "help": argparse.SUPPRESS if option.hidden else text.replace("%", "%%"),
+        }
+        group = groups[option.group]
+        if option.positional:
+            group.add_argument(option.dest, nargs="?", metavar=option.flag, **kwargs)
+        elif option.switch is not None:
+            action = "store_true" if option.switch else "store_false"
+            group.add_argument(option.flag, dest=option.dest, action=action, **kwargs)
+        else:
+            group.add_argument(
+                option.flag, dest=option.dest, metavar=option.metavar, choices=option.choices, **kwargs
+            )
     return p
 
 
-def print_voices(model: str | None, route: str = "api") -> None:
-    if route == "local":
-        from models.qwen_local_tts import SPEAKERS
-
-        notes = {
-            "Vivian": "Chinese, bright young female", "Serena": "Chinese, warm gentle female",
-            "Uncle_Fu": "Chinese, seasoned male", "Dylan": "Chinese, Beijing dialect male",
-            "Eric": "Chinese, Sichuan dialect male", "Ryan": "English, dynamic male",
-            "Aiden": "English, sunny American male", "Ono_Anna": "Japanese, playful female",
-            "Sohee": "Korean, warm female",
-        }  # fmt: skip
-        print(f"{'speaker':<12}note (Qwen3-TTS CustomVoice; every speaker speaks all ten languages)")
-        for name in SPEAKERS:
-            print(f"{name:<12}{notes.get(name, '')}")
-        return
-    from models.voices import SYSTEM_VOICES, VOICES_BY_NAME, voices_for
-
-    voices = voices_for(model) if model else list(SYSTEM_VOICES)
-    print(f"{'voice':<14}{'sex':<5}{'dialect':<20}{'note':<32}models")
-    for v in voices:
-        fams = ",".join(sorted(VOICES_BY_NAME[v.name].families))
-        print(f"{v.name:<14}{v.sex:<5}{(v.dialect or '-'):<20}{v.note:<32}{fams}")
+def markdown_options() -> str:
+    """The README's options tables: one per group, one row per option, in --help's order."""
+    blocks = []
+    titles = {"common": "Options", "advanced": "Advanced options", "command": "Options of the command"}
+    for group, title in titles.items():
+        rows = [f"{title}:", "", "| option | default | meaning |", "|---|---|---|"]
+        for option in all_options():
+            if option.group == group and not option.hidden:
+                usage = f"`{option.usage}`"
+                if option.group != "command" and option.flag != "--" + option.dest.replace("_", "-"):
+                    usage += f" (`{option.dest}`)"  # the field's name, as a deployment's config has it
+                cells = (usage, option.default, option.help)
+                rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks) + "\n"
 
 
-def config_from_args(args: argparse.Namespace):  # -> DubConfig (import kept lazy)
-    from core.config import build_config
+def print_voices(args: argparse.Namespace) -> None:
+    """The catalogue of the engine and model the other flags name (`--tts local`, `--tts-model ...`)."""
+    from core.config import DubConfig
+    from models.registry import tts_engine
 
-    if args.video is None:
-        raise InputError("no input video given (usage: python -m flows.dub VIDEO --langs ja,en,ko)")
-    if not args.langs:
+    values = {k: v for k, v in vars(args).items() if k in DubConfig.model_fields and k not in ("video",)}
+    config = DubConfig.model_construct(**values)  # only the engine's options matter here
+    engine = tts_engine(config.tts)
+    print(f"{'voice':<14}{'sex':<5}note ({engine.name} engine, {engine.model_name(config)})")
+    for voice in engine.voices(config):
+        print(f"{voice.name:<14}{(voice.sex or '-'):<5}{voice.note}")
+
+
+def config_from_args(args: argparse.Namespace) -> DubConfig:
+    """The job's config from the parsed options; a bad value is one line naming its flag."""
+    from core.config import DubConfig, cli_flag, validate_config
+
+    values = {key: value for key, value in vars(args).items() if key in DubConfig.model_fields}
+    if "video" not in values:
+        raise InputError(f"no input video given (usage: {prog_name()} VIDEO --langs ja,en,ko)")
+    if not values.get("langs"):
         raise InputError("no target languages given; use --langs, e.g. --langs ja,en,ko")
-    values: dict[str, object] = {
-        "video": args.video,
-        "langs": args.langs,
-        "out": args.out,
-        "voice": args.voice,
-        "tts": args.tts,
-        "translator": args.translator,
-        "asr_model": args.asr_model,
-        "separator": args.separator,
-        "region": args.region,
-        "source_lang": args.source_lang,
-        "stream": args.stream,
-        "tts_rpm": args.rpm,
-        "concurrency": args.concurrency,
-        "retry_attempts": args.retries,
-        "max_speedup": args.max_speedup,
-        "audio_codec": args.audio_codec,
-        "container": args.container,
-        "split_outputs": args.split_outputs,
-        "duck_db": args.duck,
-        "instructions": args.instructions,
-        "dry_run": args.dry_run,
-        "verify": args.verify,
-        "verify_threshold": args.verify_threshold,
-        "segments": args.segments,
-        "subtitles": args.subtitles,
-        "translator_model": args.translator_model,
-        "glossary": args.glossary,
-        "mt_domain": args.mt_domain,
-        "tts_local_model": args.tts_local_model,
-        "tts_size": args.tts_size,
-        "voice_design": args.voice_design,
-        "tts_batch": args.tts_batch,
-        "clone": args.clone,
-        "consent_dir": args.consent_dir,
-        "clone_use": args.clone_use,
-        "clone_ref": args.clone_ref,
-        "clone_ref_text": args.clone_ref_text,
-        "demucs_model": args.demucs_model,
-        "demucs_dir": args.demucs_dir,
-        "demucs_shifts": args.shifts,
-        "demucs_overlap": args.overlap,
-        "demucs_chunk_s": args.separation_chunk,
-        "device": args.device,
-        "shorten": not args.no_shorten,
-        "shorten_model": args.shorten_model,
-        "budget": args.budget,
-    }
-    for key, value in (
-        ("tts_model", args.tts_model),
-        ("mt_model", args.mt_model),
-        ("cache_dir", args.cache_dir),
-    ):
-        if value is not None:
-            values[key] = value
-    return build_config(**values)
+    return validate_config(values, name=cli_flag)
 
 
 def disk_full(exc: BaseException, folders: tuple[Path, ...] = ()) -> bool:
@@ -377,63 +342,88 @@ def quiet_shutdown() -> None:
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    folders: tuple[Path, ...] = ()
+@dataclass
+class Invocation:
+    """A job the command line has parsed and checked, ready for the flow."""
+
+    config: DubConfig
+    debug: bool = False
+    runner: TaskRunner | None = None  # --task-runner / --dask-address; None: the flow's own
+
+
+def failure(exc: BaseException, debug: bool, folders: tuple[Path, ...] = ()) -> int:
+    """One `error: ...` line on stderr for an exception; its exit code. --debug re-raises."""
+    if isinstance(exc, KeyboardInterrupt | Cancelled):
+        print(INTERRUPTED, file=sys.stderr)
+        exit_now(130)
+    if debug:
+        raise exc
+    if isinstance(exc, DubError):
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if disk_full(exc, folders):
+        print("error: no space left on device; free some space and re-run (finished work is kept)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if isinstance(exc, PermissionError):
+        print(f"error: permission denied: {exc.filename or exc}", file=sys.stderr)
+        return 1
+    print(
+        f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details", file=sys.stderr
+    )
+    return 1
+
+
+def prepare(argv: list[str] | None = None) -> Invocation | int:
+    """Everything before the flow: parse (answering --help and bad flags), --list-voices, the config and
+    the checks (core/checks.py), the task runner, Prefect's logging and temporary server. An int is the
+    exit code to leave with."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     install_interrupt_handler()
     try:
-        if args.list_voices:
-            print_voices(args.tts_model, args.tts)
+        if getattr(args, "markdown_options", False):
+            print(markdown_options(), end="")
+            return 0
+        if getattr(args, "list_voices", False):
+            print_voices(args)
             return 0
         config = config_from_args(args)
-        folders = (config.out_dir, config.cache_dir)
+        runner = None
+        kind, address = getattr(args, "task_runner", None), getattr(args, "dask_address", None)
+        if kind or address:
+            from flows.runners import make_task_runner
+
+            try:
+                runner = make_task_runner(kind, address)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         from core.checks import preflight
 
         preflight(config)
         from flows.logs import configure_prefect_environment
 
-        configure_prefect_environment(debug=args.debug, json_logs=args.log_json)
-        if not args.debug:
+        configure_prefect_environment(debug=debug, json_logs=bool(getattr(args, "log_json", False)))
+        if not debug:
             start_temporary_server_quietly()
-        from flows.dub import dub
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback (see failure)
+        return failure(exc, debug)
+    return Invocation(config, debug, runner)
 
-        flow = dub
-        if args.task_runner or args.dask_address:
-            from flows.runners import make_task_runner
 
-            try:
-                runner = make_task_runner(args.task_runner, args.dask_address)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            flow = dub.with_options(task_runner=runner)  # type: ignore[arg-type]
+def run(invocation: Invocation, flow: Flow[[DubConfig], DubResult]) -> int:
+    """Run the prepared job with `flow` (flows/dub.py's `dub`) and print what it made."""
+    config = invocation.config
+    if invocation.runner is not None:
+        flow = flow.with_options(task_runner=invocation.runner)  # type: ignore[arg-type]
+    try:
         try:
             result = flow(config)
         finally:
             quiet_shutdown()
-    except DubError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (KeyboardInterrupt, Cancelled):
-        print(INTERRUPTED, file=sys.stderr)
-        exit_now(130)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        if args.debug:
-            raise
-        if disk_full(exc, folders):
-            print("error: no space left on device; free some space and re-run (finished work is kept)",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        if isinstance(exc, PermissionError):
-            print(f"error: permission denied: {exc.filename or exc}", file=sys.stderr)
-            return 1
-        print(
-            f"error: unexpected failure ({type(exc).__name__}); re-run with --debug for details",
-            file=sys.stderr,
-        )
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback (see failure)
+        return failure(exc, invocation.debug, (config.out_dir, config.cache_dir))
     if result.video is None:
         from tasks.estimate import format_estimates
 
@@ -447,6 +437,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def prepare_or_exit(argv: list[str] | None = None) -> Invocation:
+    """`prepare`, leaving the process when there is nothing to run (flows/dub.py's main block)."""
+    prepared = prepare(argv)
+    if isinstance(prepared, int):
+        raise SystemExit(prepared)
+    return prepared
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `qwen-dub` console script and `python -m flows.cli`."""
+    prepared = prepare(argv)
+    if isinstance(prepared, int):
+        return prepared
+    from flows.dub import dub
+
+    return run(prepared, dub)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     raise SystemExit(main())

@@ -15,13 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--langs", default="ja,en,ko")
     parser.add_argument("--out", default="out/sample")
     args, extra = parser.parse_known_args(argv)
+    from models.registry import API, LOCAL
+
     if os.environ.get("DASHSCOPE_API_KEY"):
-        route = ["--tts", "api", "--translator", "api"]
+        route = ["--tts", API, "--translator", API]
         print(
             "demo: DashScope route (Qwen-MT + qwen3-tts-flash), key from DASHSCOPE_API_KEY", file=sys.stderr
         )
     else:
-        route = ["--tts", "local", "--translator", "local"]
+        route = ["--tts", LOCAL, "--translator", LOCAL]
         print(
             "demo: no DASHSCOPE_API_KEY, so the local route: qwen-tts and a Qwen chat model on this machine "
             "(weights are downloaded from Hugging Face on first use; a GPU is strongly recommended)",

@@ -8,28 +8,42 @@ translate-<lang> -> [per line needing audio] tts-<lang>-<index> (synthesize, sho
 fit to the slot) -> lines-<lang> -> assemble-<lang> (place, mix, subtitles) -> remux -> report
 """
 
-if __name__ == "__main__":  # the CLI parses (and answers --help) before Prefect is imported
-    from flows.cli import main
+if __name__ == "__main__":  # the CLI answers --help, bad flags and failed checks before Prefect loads;
+    from flows.cli import prepare_or_exit  # the block at the end then runs this file's flow (loaded once)
 
-    raise SystemExit(main())
+    invocation = prepare_or_exit()
 
 from prefect import flow
 
 from core.checks import preflight
 from core.config import DubConfig
 from flows.pipeline import DubResult, run_job
-from flows.runners import make_task_runner
+from flows.runners import flow_run_name, make_task_runner
 
 __all__ = ["DubResult", "dub"]
 
 
 @flow(
     name="dub",
-    flow_run_name="dub-{config.video.stem}",
+    flow_run_name=flow_run_name,  # dub-<video stem>
     task_runner=make_task_runner(),  # type: ignore[arg-type]  # a concurrent-future runner
     log_prints=False,
+    validate_parameters=False,  # preflight validates `config`: a bad value fails with its one line
 )
 def dub(config: DubConfig) -> DubResult:
     """Dub a video into the requested languages with Qwen TTS."""
-    preflight(config)  # the CLI's checks, for runs started from the UI or a deployment as well
+    from prefect.states import Failed
+
+    from core.errors import DubError
+
+    try:  # the CLI's checks, for runs started from the UI, a deployment or run_deployment as well
+        config = preflight(config)  # a deployment run's config arrives as JSON: validated here
+    except DubError as exc:  # the run's state message is the one line; a caller still gets `exc`
+        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
     return run_job(config)
+
+
+if __name__ == "__main__":  # python -m flows.dub: the job prepared at the top, run with this module's flow
+    from flows.cli import run
+
+    raise SystemExit(run(invocation, dub))

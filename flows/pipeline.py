@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloning.session import CloneSession
-
 from core.config import DubConfig
 from core.files import write_json_atomic
 from core.job import JobPaths

@@ -1,5 +1,5 @@
-"""Task runners for the `dub` flow: a thread pool (default) or Dask (prefect-dask), chosen by flag or by
-environment so a deployment's work pool can switch without a code change.
+"""How the `dub` flow runs: its task runner, a thread pool (default) or Dask (prefect-dask), chosen by flag
+or by environment so a deployment's work pool can switch without a code change; and its run's name.
 
 Importing this module imports nothing heavy (Prefect is imported when a runner is built).
 """
@@ -7,12 +7,14 @@ Importing this module imports nothing heavy (Prefect is imported when a runner i
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from prefect.task_runners import TaskRunner
 
 TASK_RUNNER_ENV = "QWENDUB_TASK_RUNNER"  # thread (default) | dask
+RUNNER_KINDS = ("thread", "dask")
 DASK_ADDRESS_ENV = "QWENDUB_DASK_ADDRESS"  # tcp://scheduler:8786; unset: a local cluster per flow run
 # Threads for the flow's tasks: per-line tasks are mostly waiting on the API (its pacing lives in the
 # adapters, shared by the process), so this only needs to cover --concurrency plus the languages.
@@ -55,4 +57,17 @@ def make_task_runner(
                 "dashboard_address": None,
             }
         )
-    raise ValueError(f"unknown task runner {kind!r}: expected thread or dask")
+    raise ValueError(f"unknown task runner {kind!r}: expected {' or '.join(RUNNER_KINDS)}")
+
+
+def flow_run_name() -> str:
+    """`dub-<video stem>`, from the run's `config`: a DubConfig when the CLI or Python calls the flow, the
+    JSON object a deployment run receives (the flow validates it itself, see flows/dub.py), or anything
+    else when that is malformed (then just `dub`)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    config = (context.parameters or {}).get("config") if context is not None else None
+    video = config.get("video") if isinstance(config, dict) else getattr(config, "video", None)
+    stem = Path(str(video)).stem if isinstance(video, str | Path) and str(video) else ""
+    return f"dub-{stem}" if stem else "dub"

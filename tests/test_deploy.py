@@ -174,6 +174,13 @@ def test_served_deployment_and_its_ui_form() -> None:
     assert set(langs["items"].get("enum", [])) == LANGUAGE_CODES, (
         f"languages render as free text, not a multi-select of the ten codes: {langs}"
     )
+    # the form lists the common options first (the UI sorts by `position`), advanced ones titled so;
+    # descriptions are Markdown without raw `<...>` (rendered as HTML, `<video name>` would vanish)
+    order = sorted(props, key=lambda name: props[name]["position"])
+    assert order[:8] == ["video", "langs", "out", "voice", "cast", "tts", "translator", "source_lang"]
+    assert props["tts_rpm"]["title"].endswith("(advanced)") and not props["voice"]["title"].endswith(")")
+    assert "`out/<video name>/`" in props["out"]["description"]
+    assert not any("cli" in prop for prop in props.values())
 
 
 def test_python_m_flows_serve_runs_a_job_from_its_deployment(
