@@ -61,22 +61,16 @@ class StageClock:
         self._lock = threading.Lock()
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, per_language: bool = False) -> Iterator[None]:
+        """Time a stage; `per_language`: one of several overlapping runs, of which the longest counts."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
+            took = time.perf_counter() - t0
             with self._lock:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-    @contextmanager
-    def language_stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.seconds[name] = max(self.seconds.get(name, 0.0), time.perf_counter() - t0)
+                before = self.seconds.get(name, 0.0)
+                self.seconds[name] = max(before, took) if per_language else before + took
 
 
 def tag_flow_run(tags: list[str]) -> None:
@@ -173,17 +167,17 @@ class LanguagePipeline:
 
     def __call__(self, code: str, stop: threading.Event) -> LanguageOutcome:
         config, job = self.config, self.job
-        with self.clock.language_stage("translate"):
+        with self.clock.stage("translate", per_language=True):
             translated = translate.submit(
                 code, self.source_lang, self.lines, config, job.lines(code)
             ).result()
         if stop.is_set():
             raise Stopped(code)
-        with self.clock.language_stage("synthesize"):  # per line: synthesis, the shortening loop, fitting
+        with self.clock.stage("synthesize", per_language=True):  # per line: synthesis, the shortening loop, fitting
             finished = self.synthesize(code, translated, stop)
         if stop.is_set():
             raise Stopped(code)
-        with self.clock.language_stage("assemble"):
+        with self.clock.stage("assemble", per_language=True):
             track = assemble.submit(
                 code, finished.lines, finished.clips, self.stems.background, self.stems.key, self.rate,
                 self.channels, self.duration, self.source_lufs, config.max_speedup, config.duck_db,
