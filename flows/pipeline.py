@@ -173,7 +173,7 @@ class LanguagePipeline:
             ).result()
         if stop.is_set():
             raise Stopped(code)
-        with self.clock.stage("synthesize", per_language=True):  # per line: synthesis, the shortening loop, fitting
+        with self.clock.stage("synthesize", per_language=True):
             finished = self.synthesize(code, translated, stop)
         if stop.is_set():
             raise Stopped(code)
