@@ -1,8 +1,8 @@
 """Command line for the voice-cloning consent ledger.
 
     python -m cloning.cli add SPEAKER --ledger DIR --name NAME --granted-by WHO --document FILE \\
-        --langs en,ja --use "dubbing of channel X" [--use ...] [--granted-at WHEN] [--expires WHEN] \\
-        [--replace]
+        --langs en,ja --use "dubbing of channel X" [--use ...] --sample FILE [--keep-sample] \\
+        [--granted-at WHEN] [--expires WHEN] [--replace]
     python -m cloning.cli list --ledger DIR
     python -m cloning.cli show SPEAKER --ledger DIR
     python -m cloning.cli check SPEAKER --ledger DIR --langs ja --use "dubbing of channel X"
@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--use", action="append", required=True, dest="uses", metavar="USE",
         help='a permitted use, e.g. "dubbing of channel X" (repeat for several)',
     )  # fmt: skip
+    add.add_argument(
+        "--sample", type=Path, metavar="FILE",
+        help="a recording of the speaker alone (3-60 s of speech): its voice print binds the consent to "
+        "their voice; without one, cloning is refused",
+    )  # fmt: skip
+    add.add_argument(
+        "--keep-sample", action="store_true",
+        help="keep the sample's audio in the ledger (only when the signed consent covers keeping it); "
+        "by default only its voice print and sha256 are stored",
+    )  # fmt: skip
     add.add_argument("--granted-at", type=_when, metavar="WHEN", help="ISO date or date-time (default: now)")
     add.add_argument("--expires", type=_when, metavar="WHEN", help="ISO date or date-time (default: never)")
     add.add_argument("--replace", action="store_true", help="supersede an existing record")
@@ -100,8 +110,14 @@ def _record_json(ledger: Path, speaker_id: str) -> dict[str, object]:
     from cloning.ledger import document_path, document_state, load_record, utc_now
 
     record = load_record(ledger, speaker_id)
+    data = record.stored()
+    if record.voice_print is not None:  # the vector is for the machine; show what it was made from
+        data["voice_print"] = {
+            **record.voice_print.model_dump(mode="json", exclude={"vector"}),
+            "dimensions": len(record.voice_print.vector),
+        }
     return {
-        "record": record.model_dump(mode="json"),
+        "record": data,
         "record_sha256": record.record_hash(),
         "status": record.status(utc_now()),
         "document": {
@@ -126,8 +142,11 @@ def run(args: argparse.Namespace) -> int:
             granted_at=args.granted_at,
             expires_at=args.expires,
             replace=args.replace,
+            sample=args.sample,
+            keep_sample=args.keep_sample,
         )
-        print(f"consent recorded: {record.speaker_id} ({record.record_hash()[:12]})")
+        bound = "with a voice print" if record.voice_print else "WITHOUT a voice print: cloning is refused"
+        print(f"consent recorded: {record.speaker_id} ({record.record_hash()[:12]}), {bound}")
         return 0
     if args.command == "list":
         now = consent.utc_now()
@@ -139,9 +158,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{speaker_id:<24} malformed  {problem}")
                 continue
             expires = row.expires_at.date().isoformat() if row.expires_at else "never"
+            voice = "voice-print" if row.voice_print else "no-print"
             print(
                 f"{speaker_id:<24} {row.status(now):<10} langs={','.join(row.permitted_languages):<20} "
-                f"expires={expires:<10} {row.speaker_name}"
+                f"expires={expires:<10} {voice:<11} {row.speaker_name}"
             )
         return 0
     if args.command == "show":

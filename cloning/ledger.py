@@ -9,6 +9,10 @@ Ledger layout (a folder the user keeps and backs up; nothing in it is a secret):
     <ledger>/<speaker_id>.json   one record per speaker, JSON validated by ConsentRecord, written atomically
     <ledger>/audit.log           JSON lines, append-only: O_APPEND, one write per entry, flock'd, fsync'd
     <ledger>/...                 signed documents may live here too and are then referenced relatively
+    <ledger>/samples/<id>.<ext>  a voice sample, only when kept (`add --sample FILE --keep-sample`)
+
+A record binds consent to a voice: its voice print (cloning/voiceprint.py) is the speaker embedding of the
+sample recording given at `add --sample FILE`; a job clones a voice only when its reference matches it.
 
 The audit log never holds script text: its entries are built from an allow-list of fields (AUDIT_FIELDS).
 """
@@ -40,7 +44,7 @@ from pydantic import (
 )
 
 from core.errors import DubError
-from core.files import sha256_file, write_json_atomic
+from core.files import sha256_file, write_bytes_atomic, write_json_atomic
 from core.languages import LANGUAGES, Language
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ AUDIT_EVENTS = frozenset(
         "consent_revoked",
         "clone_created",  # a voice was enrolled (api) or a clone prompt computed (local)
         "clone_synthesis",  # a job used a cloned voice for one language
+        "voice_print_checked",  # a job compared a speaker's reference with the record's voice print
         "voice_deleted",  # an enrolled voice or a clone prompt was deleted
     }
 )
@@ -64,7 +69,7 @@ AUDIT_FIELDS = frozenset(
         "event", "time", "actor", "route", "speaker_id", "consent_record_hash", "reference_sha256",
         "voice_id", "prompt_id", "target_model", "model", "region", "job_id", "language", "languages",
         "line_count", "use", "document_status", "reason", "expires_at", "revoked_at", "status", "detail",
-        "reference_source",
+        "reference_source", "plan_speaker", "similarity", "threshold", "sample_sha256",
     }
 )  # fmt: skip
 AUDIT_MAX_STRING = 300
@@ -82,6 +87,18 @@ class ConsentError(DubError):
 def normalize_use(use: str) -> str:
     """How uses are compared: case-insensitive, whitespace collapsed."""
     return " ".join(use.split()).casefold()
+
+
+class VoicePrint(BaseModel):
+    """The voice a consent is bound to: the speaker embedding of the sample given at enrollment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, max_length=100)  # models.speaker_embedding.EMBEDDING_MODEL
+    vector: list[float] = Field(min_length=1, max_length=4096)
+    sample_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sample_seconds: float = Field(gt=0)
+    sample: str | None = Field(default=None, max_length=4096)  # the kept audio (ledger-relative), if kept
 
 
 class ConsentRecord(BaseModel):
@@ -102,6 +119,7 @@ class ConsentRecord(BaseModel):
     revoked: bool = False
     revoked_at: AwareDatetime | None = None
     revoked_reason: str | None = Field(default=None, max_length=AUDIT_MAX_STRING)
+    voice_print: VoicePrint | None = None  # None: a record from before voice prints (cloning refused)
 
     @field_validator("format")
     @classmethod
@@ -154,9 +172,17 @@ class ConsentRecord(BaseModel):
             raise ValueError("revoked_at/revoked_reason are set but revoked is false")
         return self
 
+    def stored(self) -> dict[str, Any]:
+        """The record as stored: a record without a voice print is written (and hashed) as before voice
+        prints existed, so the hashes of older records and their audit entries stay valid."""
+        data = self.model_dump(mode="json")
+        if data.get("voice_print") is None:
+            data.pop("voice_print", None)
+        return data
+
     def canonical_json(self) -> bytes:
         """The record's canonical form: sorted keys, no spaces, UTF-8 (what record_hash hashes)."""
-        data = self.model_dump(mode="json")
+        data = self.stored()
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def record_hash(self) -> str:
@@ -283,7 +309,7 @@ def load_record(ledger: Path, speaker_id: str) -> ConsentRecord:
 
 def save_record(ledger: Path, record: ConsentRecord) -> Path:
     path = record_path(ledger, record.speaker_id)
-    write_json_atomic(path, record.model_dump(mode="json"))
+    write_json_atomic(path, record.stored())
     return path
 
 
@@ -409,10 +435,14 @@ def add_record(
     granted_at: datetime | None = None,
     expires_at: datetime | None = None,
     replace: bool = False,
+    sample: Path | None = None,
+    keep_sample: bool = False,
 ) -> ConsentRecord:
     """Write a new record (hashing the signed document now) and audit it. The document is stored relative
     to the ledger when it lies inside it, else as an absolute path. An existing record is only replaced
-    with replace=True."""
+    with replace=True. `sample`: a recording of the speaker alone (3-60 s of speech) whose voice print
+    binds the consent to their voice (without one, cloning is refused); its audio is copied into
+    <ledger>/samples/ only with keep_sample=True (when the signed consent covers keeping it)."""
     check_speaker_id(speaker_id)
     doc = Path(document).expanduser()
     if not doc.is_file():
@@ -430,6 +460,17 @@ def add_record(
         raise ConsentError(
             f"a consent record for speaker {speaker_id!r} already exists; use --replace to supersede it"
         )
+    if keep_sample and sample is None:
+        raise ConsentError("--keep-sample needs --sample FILE")
+    voice_print = None
+    if sample is not None:
+        from cloning.voiceprint import voice_print_of
+
+        sample = Path(sample).expanduser()
+        if not sample.is_file():
+            raise ConsentError(f"voice sample {str(sample)!r} does not exist")
+        kept = f"samples/{speaker_id}{sample.suffix.lower()}" if keep_sample else None
+        voice_print = voice_print_of(sample, kept=kept)
     try:
         record = ConsentRecord(
             speaker_id=speaker_id,
@@ -441,9 +482,13 @@ def add_record(
             permitted_languages=list(permitted_languages),
             permitted_uses=list(permitted_uses),
             expires_at=expires_at,
+            voice_print=voice_print,
         )
     except ValidationError as exc:
         raise ConsentError(f"invalid consent record ({_first_error(exc)})") from None
+    if voice_print is not None and voice_print.sample is not None and sample is not None:
+        (ledger / "samples").mkdir(exist_ok=True)
+        write_bytes_atomic(ledger / voice_print.sample, sample.read_bytes())
     save_record(ledger, record)
     append_audit(
         ledger,
@@ -453,6 +498,8 @@ def add_record(
             "consent_record_hash": record.record_hash(),
             "languages": record.permitted_languages,
             "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+            "model": voice_print.model if voice_print else None,
+            "sample_sha256": voice_print.sample_sha256 if voice_print else None,
         },
     )
     return record
@@ -469,7 +516,11 @@ def revoke_record(
         return record, False
     moment = _as_aware(now)
     reason = " ".join((reason or "").split())[:AUDIT_MAX_STRING] or None
-    revoked = record.model_copy(update={"revoked": True, "revoked_at": moment, "revoked_reason": reason})
+    # the voice print (biometric data of the speaker) goes with the consent: the record keeps the sample's
+    # hash in the audit log only
+    revoked = record.model_copy(
+        update={"revoked": True, "revoked_at": moment, "revoked_reason": reason, "voice_print": None}
+    )
     revoked = ConsentRecord.model_validate(revoked.model_dump())  # re-validate the updated record
     save_record(ledger, revoked)
     append_audit(
@@ -480,8 +531,11 @@ def revoke_record(
             "consent_record_hash": revoked.record_hash(),
             "revoked_at": moment.isoformat(),
             "reason": reason,
+            "sample_sha256": record.voice_print.sample_sha256 if record.voice_print else None,
         },
     )
+    if record.voice_print is not None and record.voice_print.sample is not None:
+        (Path(ledger) / record.voice_print.sample).unlink(missing_ok=True)  # a kept sample goes too
     return revoked, True
 
 
@@ -600,7 +654,13 @@ def ensure_still_valid(grant: ConsentGrant, now: datetime | None = None) -> None
 
 
 def audit_clone_synthesis(
-    grant: ConsentGrant, *, job_id: str, language: str, line_count: int, engine: str
+    grant: ConsentGrant,
+    *,
+    job_id: str,
+    language: str,
+    line_count: int,
+    engine: str,
+    plan_speaker: str | None = None,
 ) -> dict[str, Any]:
     """The "clone_synthesis" entry for one job and language: append it BEFORE synthesising (if it cannot be
     written, or consent no longer holds, ConsentError/OSError: do not synthesise). `engine` is the TTS
@@ -620,5 +680,6 @@ def audit_clone_synthesis(
             "route": engine,
             "use": grant.use,
             "document_status": grant.document_status,
+            **({"plan_speaker": plan_speaker} if plan_speaker is not None else {}),
         },
     )

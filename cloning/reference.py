@@ -1,8 +1,10 @@
 """The reference recording a voice is cloned from: picked from the job's separated vocals, or given by the
 user (--clone-ref FILE --clone-ref-text TEXT) and checked.
 
-select_reference chooses 3-15 s of continuous clean speech: a candidate is one line, or consecutive lines
-separated by less than 0.3 s, whose span is 3-15 s; candidates with clipping are rejected; the rest are
+select_reference chooses 3-15 s of continuous clean speech of one speaker: a candidate is one line of that
+speaker, or consecutive lines of that speaker only (another speaker's line in between ends a candidate, and
+bounds its padding) separated by less than 0.3 s, whose span is 3-15 s; candidates with clipping are
+rejected; the rest are
 scored by SNR (speech energy against the quietest 10 % of frames around the candidate), voiced ratio and
 length. The winner is written as a 24 kHz mono 16-bit WAV (what qwen-tts and DashScope enrollment want),
 with its transcript (the lines' text) returned for in-context cloning.
@@ -276,17 +278,27 @@ def prepare_reference(src: str | Path, out_wav: Path, text: str | None = None) -
 # -- selection -------------------------------------------------------------------------------------------
 
 
+def speaker_of(line: TimedLine) -> str | None:
+    """A line's plan speaker (Line.speaker), None for lines that carry none."""
+    speaker = getattr(line, "speaker", None)
+    return speaker if isinstance(speaker, str) else None
+
+
 def _candidates(
-    lines: Sequence[TimedLine], min_s: float, max_s: float, max_gap_s: float
+    lines: Sequence[TimedLine], min_s: float, max_s: float, max_gap_s: float, speaker: str | None = None
 ) -> list[tuple[int, list[TimedLine]]]:
     """(position of the first line, lines) of every run of consecutive lines, each less than max_gap_s
-    after the previous one, spanning min_s..max_s."""
+    after the previous one, spanning min_s..max_s; with `speaker`, runs of that speaker's lines only."""
     groups: list[tuple[int, list[TimedLine]]] = []
     for i in range(len(lines)):
+        if speaker is not None and speaker_of(lines[i]) != speaker:
+            continue
         group = [lines[i]]
         for j in range(i, len(lines)):
             if j > i:
                 if lines[j].start - lines[j - 1].end >= max_gap_s:
+                    break
+                if speaker is not None and speaker_of(lines[j]) != speaker:
                     break
                 group = [*group, lines[j]]
             span = group[-1].end - group[0].start
@@ -304,8 +316,10 @@ def find_reference_window(
     min_s: float = MIN_SPEECH_S,
     max_s: float = 15.0,
     max_gap_s: float = MAX_GAP_S,
+    speaker: str | None = None,
 ) -> ReferenceWindow:
-    """The best candidate window (see the module docstring); InputError when no candidate qualifies."""
+    """The best candidate window (see the module docstring), of plan speaker `speaker`'s lines only when
+    given (the other lines bound the windows); InputError when no candidate qualifies."""
     audio = _mono(audio)
     ordered = sorted((ln for ln in lines if ln.end > ln.start), key=lambda ln: ln.start)
     total_s = audio.size / rate
@@ -320,7 +334,7 @@ def find_reference_window(
 
     best: ReferenceWindow | None = None
     rejected: dict[str, int] = {"clipped": 0, "not clean": 0}
-    for position, group in _candidates(ordered, min_s, max_s, max_gap_s):
+    for position, group in _candidates(ordered, min_s, max_s, max_gap_s, speaker):
         first, last = group[0], group[-1]
         previous_end = ordered[position - 1].end if position > 0 else 0.0
         following = ordered[position + len(group)] if position + len(group) < len(ordered) else None
@@ -368,8 +382,10 @@ def find_reference_window(
             best = window
     if best is None:
         why = ", ".join(f"{n} {what}" for what, n in rejected.items() if n)
+        whose = f" of speaker {speaker}" if speaker is not None else ""
         raise InputError(
-            f"no {min_s:.0f}-{max_s:.0f} s stretch of clean continuous speech found for the voice reference"
+            f"no {min_s:.0f}-{max_s:.0f} s stretch of clean continuous speech{whose} found for the voice "
+            "reference"
             + (f" ({why})" if why else "")
             + "; give one with --clone-ref FILE --clone-ref-text TEXT"
         )
@@ -384,8 +400,11 @@ def select_reference(
     *,
     out_wav: Path | None = None,
     max_gap_s: float = MAX_GAP_S,
+    speaker: str | None = None,
 ) -> tuple[Path, str]:
     """Pick the reference from the job's (separated) vocals and write it; returns (wav, transcript).
+    `speaker`: the reference is chosen from that plan speaker's lines only (all of `lines` are passed:
+    another speaker's line ends a candidate run and bounds its padding).
 
     The WAV (default: clone_reference.wav beside the vocals) is 24 kHz mono 16-bit; <wav>.txt keeps the
     transcript (load_reference reads both) and <wav>.window.json where it came from (times, line indices,
@@ -396,12 +415,14 @@ def select_reference(
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise InputError(f"cannot read {vocals_wav.name} ({exc.__class__.__name__})") from None
     mono = _mono(audio)
-    window = find_reference_window(mono, int(rate), lines, min_s, max_s, max_gap_s)
+    window = find_reference_window(mono, int(rate), lines, min_s, max_s, max_gap_s, speaker)
     out = out_wav if out_wav is not None else vocals_wav.with_name("clone_reference.wav")
     write_reference(mono[int(window.start * rate) : int(window.end * rate)], int(rate), out)
     _keep_transcript(out, window.transcript)
     meta = {k: v for k, v in asdict(window).items() if k != "transcript"}
-    write_json_atomic(out.with_name(out.name + ".window.json"), {"source": vocals_wav.name, **meta})
+    write_json_atomic(
+        out.with_name(out.name + ".window.json"), {"source": vocals_wav.name, "speaker": speaker, **meta}
+    )
     log.info(
         "voice reference: %.2f-%.2f s (lines %s), SNR %.1f dB, voiced %.0f%%",
         window.start, window.end, ",".join(map(str, window.line_indices)), window.snr_db,

@@ -1,5 +1,6 @@
-"""The job's cloned voice behind one object (cloning.session.CloneSession) and revocation in one place
-(cloning.revoke.revoke_speaker, which purges the clip cache through ClipCache.purge)."""
+"""The job's cloned voices behind one object (cloning.session.CloneSession, one SpeakerClone per cloned
+speaker) and revocation in one place (cloning.revoke.revoke_speaker, which purges the clip cache through
+ClipCache.purge). Per-speaker cloning and voice prints: tests/test_clone_voiceprint.py."""
 
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ def ledger(tmp_path: Path) -> Path:
     document = path / "docs" / "alice-consent.pdf"
     document.parent.mkdir(parents=True)
     document.write_bytes(b"%PDF-1.4 consent to voice cloning, signed by Alice Example")
+    sample = tmp_path / "alice-sample.wav"  # the voice the reference fixture has
+    sf.write(sample, speechlike(4.0, 24_000), 24_000, subtype="PCM_16")
     add_record(
         path, speaker_id="alice", speaker_name="Alice Example", granted_by="Alice Example",
         document=document, permitted_languages=["ja", "en"], permitted_uses=[USE],
-        granted_at=GRANTED, expires_at=EXPIRES,
+        granted_at=GRANTED, expires_at=EXPIRES, sample=sample,
     )  # fmt: skip
     return path
 
@@ -78,15 +81,16 @@ def test_open_checks_consent_and_the_reference_and_calls_no_engine(
     assert CloneSession.open(plain) is None
 
     session = CloneSession.open(job_config(ledger, tmp_path, clone_ref=reference, clone_ref_text=REF_TEXT))
-    assert session is not None
-    assert (session.speaker_id, session.engine, session.use, session.languages) == (
+    assert session is not None and session.every_line
+    (clone,) = session.clones
+    assert (clone.speaker_id, clone.engine, clone.use, clone.languages) == (
         "alice",
         API,
         USE,
         ("ja", "en"),
     )
-    assert session.record_hash == load_record(ledger, "alice").record_hash()
-    assert session.reference == reference and session.reference_text == REF_TEXT
+    assert clone.record_hash == load_record(ledger, "alice").record_hash() and clone.plan_speaker == "*"
+    assert clone.reference == reference and clone.reference_text == REF_TEXT
     assert pickle.loads(pickle.dumps(session)) == session and hash(session)  # a task argument on Dask
 
     with pytest.raises(ConsentError, match=r"does not cover German \(de\)") as refused:
@@ -129,19 +133,21 @@ def test_a_job_creates_its_voice_once_audits_its_use_and_stops_when_consent_is_r
     job = JobPaths(config.out_dir, config.name, config.container)
     session = CloneSession.open(config)
     assert session is not None
+    (clone,) = session.clones
 
     dry = config.model_copy(update={"dry_run": True})
     session.prepare(dry, tmp_path / "unused-vocals.wav", [], job)  # the reference, and no voice
     assert job.clone_reference.is_file() and dashscope_server.count() == 0
-    estimate = session.synthesizer(dry, job, require_key=False, create=False)
+    estimate = clone.synthesizer(dry, job, require_key=False, create=False)
     assert estimate.identity()["voice"] == NOT_ENROLLED and dashscope_server.count() == 0
 
     session.prepare(config, tmp_path / "unused-vocals.wav", [], job)
     assert dashscope_server.count("voice") == 1
     assert dashscope_server.requests_of("voice")[0].body["input"]["text"] == REF_TEXT
-    synth = session.synthesizer(config, job)
+    synth = clone.synthesizer(config, job)
+    assert session.synthesizers(config, job) == {"*": synth}
     travelled = pickle.loads(pickle.dumps(session))  # as a Dask worker receives it: same process cache
-    assert travelled.synthesizer(config, JobPaths(config.out_dir, config.name)) is synth
+    assert travelled.clones[0].synthesizer(config, JobPaths(config.out_dir, config.name)) is synth
     assert dashscope_server.count("voice") == 1
     (made,) = events(ledger, "clone_created")
     assert (made["route"], made["voice_id"]) == (API, synth.identity()["voice"])
@@ -151,17 +157,18 @@ def test_a_job_creates_its_voice_once_audits_its_use_and_stops_when_consent_is_r
     assert (used["route"], used["job_id"], used["language"], used["line_count"]) == (API, "video", "ja", 4)
 
     disclosure = session.disclosure(config)
-    assert "alice" in disclosure and session.record_hash[:12] in disclosure
+    assert "alice" in disclosure and clone.record_hash[:12] in disclosure
     assert "Alice Example" not in disclosure and "qwen3-tts-vc" in disclosure
     report = session.report(config, synth)
     assert report["voice_id"] == synth.identity()["voice"] and report["route"] == API
     assert report["reference_sha256"] == sha256_file(job.clone_reference)
-    assert report["consent_record_sha256"] == session.record_hash and report["consent_use"] == USE
+    assert report["consent_record_sha256"] == clone.record_hash and report["consent_use"] == USE
+    assert report["voice_print_similarity"] > 0.99  # the sample and the reference are one recording
     assert report["consent_expires_at"] == EXPIRES.isoformat()
 
     revoke_record(ledger, "alice", "withdrawn")
     with pytest.raises(ConsentError, match="revoked"):
-        session.synthesizer(config, job)
+        clone.synthesizer(config, job)
     with pytest.raises(ConsentError, match="revoked"):
         session.audit_use(config, "en", 4)
     assert len(events(ledger, "clone_synthesis")) == 1
@@ -175,7 +182,7 @@ def test_a_record_changed_since_the_job_started_stops_it(
     add_record(
         ledger, speaker_id="alice", speaker_name="Alice Example", granted_by="Alice Example",
         document=ledger / "docs" / "alice-consent.pdf", permitted_languages=["ja", "en", "ko"],
-        permitted_uses=[USE], granted_at=GRANTED, expires_at=EXPIRES, replace=True,
+        permitted_uses=[USE], granted_at=GRANTED, expires_at=EXPIRES, replace=True, sample=reference,
     )  # fmt: skip
     with pytest.raises(ConsentError, match="changed since it was checked"):
         session.audit_use(job_config(ledger, tmp_path), "ja", 1)

@@ -617,7 +617,14 @@ def test_consent_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert err == "error: a consent record for speaker 'bob' already exists; use --replace to supersede it\n"
 
     code, out, _ = cli(capsys, "list", "--ledger", str(ledger))
-    assert code == 0 and out.split()[:5] == ["bob", "active", "langs=ja,de", "expires=2099-12-31", "Bob"]
+    assert code == 0 and out.split()[:6] == [
+        "bob",
+        "active",
+        "langs=ja,de",
+        "expires=2099-12-31",
+        "no-print",
+        "Bob",
+    ]
 
     code, out, _ = cli(capsys, "show", "bob", "--ledger", str(ledger))
     shown = json.loads(out)

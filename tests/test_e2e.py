@@ -474,18 +474,29 @@ def test_over_long_lines_are_shortened_through_the_chat_model(job, tmp_path: Pat
 
 
 def _consent(tmp_path: Path, languages: list[str]) -> Path:
+    """A consent record of the sample's narrator, with a voice print from a cut of the narration (the
+    sample given at `consent add --sample`)."""
+    import subprocess
     from datetime import datetime, timedelta
 
     from cloning.ledger import add_record
+    from tests.conftest import SAMPLE, SAMPLE_TRUTH
 
     ledger = tmp_path / "ledger"
     ledger.mkdir()
     document = ledger / "signed.pdf"
     document.write_bytes(b"%PDF-1.4 signed consent of the narrator")
+    sentences = json.loads(SAMPLE_TRUTH.read_text())["sentences"]
+    sample = tmp_path / "narrator-sample.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(SAMPLE), "-ss", str(sentences[4]["start"]),
+         "-to", str(sentences[5]["end"]), "-ac", "1", "-ar", "24000", str(sample)],
+        check=True,
+    )  # fmt: skip
     add_record(
         ledger, speaker_id="narrator", speaker_name="Sample Narrator", granted_by="Sample Narrator",
-        document=document, permitted_languages=["ja", "ko"], permitted_uses=["dubbing of the sample channel"],
-        expires_at=datetime.now(UTC) + timedelta(days=30),
+        document=document, permitted_languages=languages, permitted_uses=["dubbing of the sample channel"],
+        expires_at=datetime.now(UTC) + timedelta(days=30), sample=sample,
     )  # fmt: skip
     return ledger
 
