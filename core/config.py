@@ -34,6 +34,33 @@ CLI_KEY = "cli"  # the json_schema_extra key of a field's command-line metadata 
 LanguageCode = Literal["zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru"]
 
 
+CLONE_EVERY_LINE = "*"  # DubConfig.clone_speakers' key when one clone speaks every line (--clone SPEAKER_ID)
+_CONSENT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def parse_clone(value: str) -> dict[str, str]:
+    """--clone's text as {plan speaker: consent speaker id}: `S2=guest,S3=host`, or `guest` alone for
+    every line ({"*": "guest"}); a malformed value is one ConfigError line."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigError("--clone: expected SPEAKER=CONSENT_ID,... or one CONSENT_ID")
+    speakers: dict[str, str] = {}
+    for item in items:
+        speaker, sep, consent_id = (part.strip() for part in item.partition("="))
+        if not sep:
+            speaker, consent_id = CLONE_EVERY_LINE, speaker
+        if not speaker or not consent_id:
+            raise ConfigError(f"--clone: expected SPEAKER=CONSENT_ID, got {item!r}")
+        if len(consent_id) > 64 or not set(consent_id) <= _CONSENT_ID_CHARS:
+            raise ConfigError(f"--clone: invalid consent speaker id {consent_id!r} (1-64 of A-Z a-z 0-9 _ -)")
+        if speaker in speakers:
+            raise ConfigError(f"--clone names speaker {speaker if sep else consent_id} twice")
+        speakers[speaker] = consent_id
+    if CLONE_EVERY_LINE in speakers and len(speakers) > 1:
+        raise ConfigError("--clone: give one CONSENT_ID (every line) or SPEAKER=CONSENT_ID pairs, not both")
+    return speakers
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -118,6 +145,42 @@ def _form_schema(schema: dict[str, Any]) -> None:
             properties[name]["enum"] = choices
 
 
+def _is_cast_file(value: object) -> bool:
+    """--cast names a file (no `=`, and a .json name or an existing file) rather than SPEAKER=VOICE pairs."""
+    if isinstance(value, Path):
+        return True
+    return (
+        isinstance(value, str)
+        and "=" not in value
+        and (value.strip().endswith(".json") or Path(value).is_file())
+    )
+
+
+def _read_cast_file(path: Path, route: str) -> dict[str, str]:
+    """A cast file's speaker -> voice: `{"S1": "Ethan"}`, or a cast.json (its `speakers`, each voice for
+    the job's engine `route`; speakers without one are left to the job's casting)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--cast: no file {path} (expected SPEAKER=VOICE,... or a JSON file)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--cast: {path.name} cannot be read ({type(exc).__name__})") from None
+    speakers = data.get("speakers") if isinstance(data, dict) else None
+    if isinstance(speakers, dict):  # a cast.json
+        data = {
+            speaker: entry["voices"][route]
+            for speaker, entry in speakers.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("voices"), dict)
+            and entry["voices"].get(route)
+        }
+    if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
+        raise ConfigError(f'--cast: {path.name}: expected {{"SPEAKER": "VOICE", ...}} or a cast.json')
+    return {str(k).strip(): v.strip() for k, v in data.items()}
+
+
 class DubConfig(BaseModel):
     """One dubbing job: the video, its target languages and how to dub them."""
 
@@ -144,14 +207,16 @@ class DubConfig(BaseModel):
     )
     voice: str | None = Field(
         default=None,
-        description="TTS voice, checked against the engine's catalogue (`--list-voices [--tts local]`); "
-        "close matches are suggested",
-        json_schema_extra=cli(metavar="NAME"),  # its default is the engine's (models/registry.py)
+        description="TTS voice of every speaker, checked against the engine's catalogue (`--list-voices "
+        "[--tts local]`; close matches are suggested); not given: each speaker is cast a voice fitting "
+        "their estimated sex, a different one each (cast.json)",
+        json_schema_extra=cli(metavar="NAME", default="cast automatically"),
     )
     cast: dict[str, str] = Field(
         default_factory=dict,
-        description="a voice per speaker, e.g. `S1=Ethan,S2=Cherry` (speakers as named in segments.json)",
-        json_schema_extra=cli(metavar="SPEAKER=VOICE,...", default="every speaker in `--voice`"),
+        description="a voice per speaker, e.g. `S1=Ethan,S2=Cherry` (speakers as named in segments.json), "
+        'or a JSON file: `{"S1": "Ethan"}` or another job\'s cast.json',
+        json_schema_extra=cli(metavar="SPEAKER=VOICE,...|FILE", default="`--voice`, else cast.json"),
     )
     tts: str = Field(
         default=API,
@@ -194,6 +259,12 @@ class DubConfig(BaseModel):
         "translation_options.terms and into the local model's prompt; lines missing a term are logged",
         json_schema_extra=cli(metavar="FILE"),
     )
+    cast_registry: Path | None = Field(
+        default=None,
+        description="a folder of registered people (voice print and voice; `python -m flows.cast`): a "
+        "speaker whose voice matches one speaks with that person's voice, so a series keeps its voices",
+        json_schema_extra=cli(metavar="DIR"),
+    )
     separator: Literal["htdemucs", "none"] = Field(
         default="htdemucs",
         description="source separation; `none` dubs over silence (the original track stays in the file)",
@@ -208,6 +279,12 @@ class DubConfig(BaseModel):
         default=False,
         description="also one video per language (video, original audio, that dub, its subtitles) and the "
         "dub stems as 24-bit WAV",
+        json_schema_extra=cli(),
+    )
+    subtitle_speakers: bool = Field(
+        default=False,
+        description="label subtitles with their speaker (cast.json `name`, else the speaker as in "
+        "segments.json): `S1: ...` in SRT when the speaker changes, a voice span in WebVTT",
         json_schema_extra=cli(),
     )
     dry_run: bool = Field(
@@ -231,8 +308,9 @@ class DubConfig(BaseModel):
     )
     clone: str | None = Field(
         default=None,
-        description="clone this consented speaker's voice (README: Voice cloning, with consent)",
-        json_schema_extra=cli(metavar="SPEAKER_ID"),
+        description="clone consented voices: `S2=guest,S3=host` speaks each plan speaker's lines with the "
+        "voice of that consent record; `guest` alone: every line (README: Voice cloning, with consent)",
+        json_schema_extra=cli(metavar="SPEAKER=CONSENT_ID,..."),
     )
     consent_dir: Path | None = Field(
         default=None,
@@ -486,10 +564,35 @@ class DubConfig(BaseModel):
             cast[speaker.strip()] = voice.strip()
         return cast
 
+    @field_validator("cast_registry")
+    @classmethod
+    def _registry_folder(cls, value: Path | None) -> Path | None:
+        """The registry must exist (its entries are read, and checked, by the cast stage and preflight)."""
+        if value is not None and not value.expanduser().is_dir():
+            raise ConfigError(f"--cast-registry {value}: not a folder (`python -m flows.cast add` makes one)")
+        return None if value is None else value.expanduser()
+
     @field_validator("source_lang")
     @classmethod
     def _known_source(cls, value: str | None) -> str | None:
         return None if value in (None, "", "auto") else get_language(value).code
+
+    @field_validator("clone", mode="before")
+    @classmethod
+    def _parse_clone(cls, value: object) -> object:
+        """`guest` or `S2=guest, S3=host` (or a mapping) -> its canonical text (`S2=guest,S3=host`)."""
+        if value is None or value == "" or value == {}:
+            return None
+        if isinstance(value, Mapping):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        if not isinstance(value, str):
+            return value
+        return ",".join(f"{k}={v}" if k != CLONE_EVERY_LINE else v for k, v in parse_clone(value).items())
+
+    @property
+    def clone_speakers(self) -> dict[str, str]:
+        """--clone as {plan speaker: consent speaker id}; {"*": id} when one clone speaks every line."""
+        return parse_clone(self.clone) if self.clone else {}
 
     @model_validator(mode="after")
     def _check_clone(self) -> DubConfig:
@@ -505,21 +608,21 @@ class DubConfig(BaseModel):
             raise ConfigError("--clone cannot be combined with --voice-design or --instructions")
         if self.clone_ref_text and not self.clone_ref:
             raise ConfigError("--clone-ref-text needs --clone-ref FILE")
+        if self.clone_ref and len(self.clone_speakers) > 1:
+            raise ConfigError("--clone-ref gives one reference: clone one speaker with it, not several")
         return self
 
     @model_validator(mode="before")
     @classmethod
     def _default_voice(cls, values: object) -> object:
-        if isinstance(values, dict) and values.get("clone"):
-            return values  # the voice is the consented speaker's clone
-        if isinstance(values, dict) and not values.get("voice") and not values.get("voice_design"):
-            from models.registry import tts_engine
-
-            try:
-                default = tts_engine(str(values.get("tts") or API)).default_voice
-            except ConfigError:
-                return values  # the tts validator names the unknown engine
-            values = {**values, "voice": default}
+        """No --voice: `voice` stays None and every speaker is cast (tasks/cast.py: a voice fitting their
+        estimated sex; the engine's default voice where there is no speech to measure). `--cast FILE` is
+        read here, where the engine is known: a cast.json holds a voice per engine."""
+        if isinstance(values, dict) and _is_cast_file(values.get("cast")):
+            values = {
+                **values,
+                "cast": _read_cast_file(Path(str(values["cast"])), str(values.get("tts") or API)),
+            }
         return values
 
     @model_validator(mode="after")
@@ -540,9 +643,17 @@ class DubConfig(BaseModel):
         if self.clone is not None:
             if engine.clone is None:
                 raise ConfigError(f"--clone: the {self.tts} TTS engine cannot speak with a cloned voice")
-            if self.cast:
-                raise ConfigError("--cast cannot be combined with --clone (one cloned voice per job)")
-            return self
+            speakers = self.clone_speakers
+            if CLONE_EVERY_LINE in speakers:
+                if self.cast:
+                    raise ConfigError(
+                        "--cast cannot be combined with --clone SPEAKER_ID (one cloned voice speaks every "
+                        "line; clone per speaker with --clone S2=SPEAKER_ID)"
+                    )
+                return self
+            both = sorted(set(speakers) & set(self.cast))
+            if both:
+                raise ConfigError(f"--cast and --clone both give a voice to speaker {both[0]}")
         if engine.check is not None:
             engine.check(self)
         if self.voice_design is not None and self.cast:

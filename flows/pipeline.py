@@ -30,13 +30,15 @@ from core.job import JobPaths
 from core.languages import get_language
 from models.registry import tts_engine
 from tasks.assemble import TrackResult, assemble, measure_source_loudness
+from tasks.cast import CAST_FILE
+from tasks.cast import cast as cast_speakers
 from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
 from tasks.line import LanguageLines, dub_line, finish_lines, line_worker
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import build_report, disclosure, write_report
 from tasks.segment import Line, import_plan, segment
 from tasks.separate import separate
-from tasks.synthesize import check_line_voices, make_synthesizer, synthesize
+from tasks.synthesize import check_line_voices, synthesize
 from tasks.transcribe import transcribe
 from tasks.translate import TranslatedLine, translate
 from tasks.verify import verify
@@ -159,8 +161,11 @@ class LanguagePipeline:
         duration: float,
         source_lufs: float,
         clock: StageClock,
+        speaker_labels: dict[str, str] | None = None,
     ) -> None:
+        """`speaker_labels`: speaker -> the name subtitles show (--subtitle-speakers); None: no labels."""
         self.config, self.clone, self.job = config, clone, job
+        self.speaker_labels = speaker_labels
         self.source_lang, self.lines, self.stems = source_lang, lines, stems
         self.rate, self.channels = layout
         self.duration, self.source_lufs, self.clock = duration, source_lufs, clock
@@ -182,9 +187,14 @@ class LanguagePipeline:
                 code, finished.lines, finished.clips, self.stems.background, self.stems.key, self.rate,
                 self.channels, self.duration, self.source_lufs, config.max_speedup, config.duck_db,
                 config.audio_codec, job.dub_audio(code), job.stem(code) if config.split_outputs else None,
-                job.srt(code), job.vtt(code), finished.fits,
+                job.srt(code), job.vtt(code), finished.fits, self.labels(finished.lines),
             ).result()  # fmt: skip
         return LanguageOutcome(finished, track)
+
+    def labels(self, lines: list[TranslatedLine]) -> list[str] | None:
+        if self.speaker_labels is None:
+            return None
+        return [self.speaker_labels.get(ln.speaker, ln.speaker) for ln in lines]
 
     def synthesize(self, code: str, lines: list[TranslatedLine], stop: threading.Event) -> LanguageLines:
         """A `tts-<lang>-<index>` task run per line that needs new audio (synthesis, shortening, fitting;
@@ -205,7 +215,7 @@ class LanguagePipeline:
         else:
             worker = line_worker(code, self.source_lang, config, clone, job.clips_dir(code))
             todo = [ln for ln in lines if not worker.is_cached(ln)]
-            audit_clone_use(clone, config, code, len(lines))
+            audit_clone_use(clone, config, code, lines)
             futures = [
                 dub_line.submit(code, ln.index, self.source_lang, ln, config, clone, job.clips_dir(code))
                 for ln in todo
@@ -267,12 +277,17 @@ def run_job(config: DubConfig) -> DubResult:
         with clock.stage("segment"):
             source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
     check_line_voices(config, [ln.voice for ln in lines if ln.voice])  # an edited plan, before paying
+    with clock.stage("cast"):  # every speaker's voice: --cast, cast.json edits, registry, --voice, auto
+        casting = cast_speakers(config, lines, speech, job.root / CAST_FILE)
+    given = config  # the options as typed, for the report
+    config = casting.apply(config)  # config.cast names every speaker's voice: what every JobVoices reads
 
-    clone_synth = None
-    if clone is not None:
+    clone_synths = None
+    if clone is not None:  # each cloned speaker's reference matched to its consent's voice print, then voices
         with clock.stage("clone"):
             clone.prepare(config, stems.vocals if stems.background is not None else audio, lines, job)
-            clone_synth = make_synthesizer(config, clone, require_key=not config.dry_run)
+            live = not config.dry_run
+            clone_synths = clone.synthesizers(config, job, require_key=live, create=live)
     with clock.stage("estimate"):
         estimates = estimate_cost(lines, source_lang, config, clone)
     if config.dry_run:
@@ -281,7 +296,17 @@ def run_job(config: DubConfig) -> DubResult:
 
     langs: list[str] = list(config.langs)
     pipeline = LanguagePipeline(
-        config, clone, job, source_lang, lines, stems, (rate, channels), info.duration, source_lufs, clock
+        config,
+        clone,
+        job,
+        source_lang,
+        lines,
+        stems,
+        (rate, channels),
+        info.duration,
+        source_lufs,
+        clock,
+        casting.names() if config.subtitle_speakers else None,
     )
     with clock.stage("languages"):
         outcomes = in_parallel(langs, pipeline)
@@ -322,14 +347,14 @@ def run_job(config: DubConfig) -> DubResult:
             "languages": langs,
             "tts": engine.name,
             "tts_model": engine.model_name(config),
-            "voice": config.voice,
-            **({"cast": dict(config.cast)} if config.cast else {}),
+            "voice": given.voice,
+            **({"cast": dict(given.cast)} if given.cast else {}),
             "translator": config.translator,
             "mt_model": config.mt_model,
             "asr_model": asr_model or None,
             "separator": config.separator,
             "region": config.region,
-            **({"clone": clone.report(config, clone_synth)} if clone is not None else {}),
+            **({"clone": clone.report(config, clone_synths)} if clone is not None else {}),
         },
         source={
             "duration": info.duration,
@@ -355,6 +380,7 @@ def run_job(config: DubConfig) -> DubResult:
         disclosure=notice,
         max_speedup=config.max_speedup,
     )
+    report["speakers"] = casting.report()
     write_report(report, job.report)
     return DubResult(
         video=final, report=job.report, subtitles={code: job.srt(code) for code in langs}, estimates=estimates

@@ -141,13 +141,17 @@ def assemble(
     srt_path: Path,
     vtt_path: Path,
     fitted: list[FittedClip] | None = None,
+    speaker_labels: list[str] | None = None,
 ) -> TrackResult:
+    """Place, mix and encode a language's track and write its subtitles; `speaker_labels`: each line's
+    speaker label for the subtitles (--subtitle-speakers)."""
     language = get_language(lang_code)
     # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
     key = content_key(
         "assemble-v1", [line_key_fields(ln) for ln in lines], [c.key or c.path for c in clips],
         background_key,
         rate, channels, duration, round(target_lufs, 3), max_speedup, duck_db, audio_codec,
+        *([speaker_labels] if speaker_labels else []),
     )  # fmt: skip
     record = audio_out.with_name(audio_out.name + ".json")
     stem_ok = stem_wav is None or stem_wav.is_file()
@@ -177,7 +181,9 @@ def assemble(
         with atomic_path(stem_wav) as tmp:
             sf.write(str(tmp), stem, rate, subtype="PCM_24")
     cues = cues_for_track(
-        [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)], duration
+        [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)],
+        duration,
+        speaker_labels,
     )
     write_srt(cues, srt_path)
     write_vtt(cues, vtt_path, language.code)

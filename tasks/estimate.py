@@ -18,7 +18,7 @@ from models.billing import billed_characters, estimate_billed_characters
 from models.registry import tts_engine
 from tasks.media import STAGE
 from tasks.segment import Line
-from tasks.synthesize import JobVoices, make_synthesizer
+from tasks.synthesize import job_voices
 from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
 from text.glossary import terms_for
 
@@ -49,7 +49,7 @@ def estimate_language(
     config: DubConfig,
     clone: CloneSession | None,
 ) -> LanguageEstimate:
-    voices = JobVoices(config, make_synthesizer(config, clone, require_key=False))
+    voices = job_voices(config, clone, require_key=False)
     engine = tts_engine(voices.synth.route)
     clips = ClipCache(config.cache_dir)
     mt_cache = TranslationCache(config.cache_dir)
@@ -73,7 +73,7 @@ def estimate_language(
     cost, currency = engine.cost(characters, config.region)
     return LanguageEstimate(
         language=target.code,
-        model=str(voices.identity(voices.voice_of(lines[0]) if lines else None).get("model", "")),
+        model=str((voices.identity_of(lines[0]) if lines else voices.identity(None)).get("model", "")),
         lines=len(lines),
         lines_to_synthesize=to_synthesize,
         characters=characters,

@@ -31,7 +31,7 @@ from core.progress import NullProgress, StageProgress, stage_logger
 from models.registry import translator_engine
 from models.shortener import Shortener
 from tasks.media import STAGE
-from tasks.synthesize import ClipRecord, JobVoices, make_synthesizer, synthesize_lines
+from tasks.synthesize import ClipRecord, job_voices, synthesize_lines
 from tasks.translate import TranslatedLine, TranslationCache, lines_to_json, with_budget
 from text.speech_rate import spoken_length
 
@@ -188,7 +188,7 @@ class LineWorker:
             self.source = None
         self.config = config
         self.clips_dir = clips_dir
-        self.voices = JobVoices(config, make_synthesizer(config, clone))
+        self.voices = job_voices(config, clone)
         self.shortener = make_shortener(config) if config.shorten else None
         self.clip_cache = ClipCache(config.cache_dir)
         self.text_cache = TranslationCache(config.cache_dir)

@@ -32,9 +32,8 @@ def disclosure(config: DubConfig, clone: CloneSession | None) -> str:
     engine = tts_engine(config.tts)
     voice = "designed voice" if config.voice_design else config.voice
     if config.cast:
-        voice = (
-            ", ".join(f"{speaker}: {name}" for speaker, name in config.cast.items()) + f", others: {voice}"
-        )
+        cast = ", ".join(f"{speaker}: {name}" for speaker, name in config.cast.items())
+        voice = f"{cast}, others: {voice}" if voice else cast
     return DISCLOSURE + f" Voice: {voice} ({engine.label(config)})."
 
 
@@ -114,6 +113,15 @@ def summary_markdown(report: dict[str, Any]) -> str:
         )
     cost = report["cost"]
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())
+    cast: list[str] = []  # the cast (report.json `speakers`, tasks/cast.Casting.report): one row per speaker
+    for speaker, s in (report.get("speakers") or {}).items():
+        if not cast:
+            cast = ["| speaker | lines | seconds | voice | cloned | chosen by |", "|---|---|---|---|---|---|"]
+        who = f"{speaker} ({s['name']})" if s.get("name") else speaker
+        cast.append(
+            f"| {who} | {s.get('lines', 0)} | {float(s.get('seconds', 0.0)):.1f} | {s.get('voice', '')} | "
+            f"{'yes' if s.get('cloned') else 'no'} | {s.get('chosen_by', '')} |"
+        )
     return "\n".join(
         [
             f"# Dub of {report['job']['video']}",
@@ -121,6 +129,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
             "",
             *rows,
             "",
+            *([*cast, ""] if cast else []),
             f"Billed characters this run: {cost['billed_characters']} ({cost['amount']} {cost['currency']})",
             "",
             f"Stage times: {stages}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from core.clip_cache import CLONE_SPEAKER, ClipCache, clip_key
-from core.config import DubConfig
+from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import atomic_path, write_json_atomic
 from core.job import JobPaths
@@ -51,58 +51,95 @@ class ClipRecord:
 def make_synthesizer(
     config: DubConfig, clone: CloneSession | None = None, require_key: bool = True
 ) -> SpeechSynthesizer:
-    """The job's synthesizer: the consented clone's when the job clones (consent is checked again inside;
-    an estimate, require_key=False, creates nothing), else the configured engine's (models/registry.py)."""
-    if clone is not None:
-        return clone.synthesizer(config, JobPaths(config.out_dir, config.name), require_key=require_key,
-                                 create=require_key)  # fmt: skip
+    """The job's synthesizer: the consented clone's when one clone speaks every line (consent is checked
+    again inside; an estimate, require_key=False, creates nothing), else the configured engine's
+    (models/registry.py). Per-speaker clones come with job_voices."""
+    if clone is not None and clone.every_line:
+        synths = clone.synthesizers(config, JobPaths(config.out_dir, config.name), require_key=require_key,
+                                    create=require_key)  # fmt: skip
+        return synths[CLONE_EVERY_LINE]
     return tts_engine(config.tts).build(config, require_key)
 
 
+def job_voices(config: DubConfig, clone: CloneSession | None = None, require_key: bool = True) -> JobVoices:
+    """Who speaks each line of the job: the job's synthesizer, and with --clone S2=guest,... each cloned
+    plan speaker's clone synthesizer (consent checked again; an estimate, require_key=False, creates
+    nothing)."""
+    synth = make_synthesizer(config, clone, require_key)
+    clones: dict[str, SpeechSynthesizer] = {}
+    if clone is not None and not clone.every_line:
+        clones = clone.synthesizers(config, JobPaths(config.out_dir, config.name), require_key=require_key,
+                                    create=require_key)  # fmt: skip
+    return JobVoices(config, synth, clones)
+
+
 class JobVoices:
-    """Who speaks each line: the job's synthesizer and the voice of each line, resolved per line (the
-    line's own `voice` in segments.json, else its speaker's voice in --cast, else --voice: so the single
-    --voice is the cast "everyone -> X"). A designed or cloned voice is the synthesizer's own (None).
+    """Who speaks each line: its synthesizer (a cloned plan speaker's clone, else the job's) and the voice
+    of each line, resolved per line (the line's own `voice` in segments.json, else its speaker's voice in
+    --cast, else --voice: so the single --voice is the cast "everyone -> X"). A designed or cloned voice is
+    the synthesizer's own (None).
 
     A line's clip cache key is its voice's identity with its language and text: for a job with one voice
     the keys are those of earlier versions, so existing caches stay valid (tests/test_voices.py pins them)."""
 
-    def __init__(self, config: DubConfig, synth: SpeechSynthesizer) -> None:
+    def __init__(
+        self,
+        config: DubConfig,
+        synth: SpeechSynthesizer,
+        clones: Mapping[str, SpeechSynthesizer] | None = None,
+    ) -> None:
         self.config = config
         self.synth = synth
-        self.fixed = config.clone is not None or config.voice_design is not None
-        self._identities: dict[str | None, dict[str, Any]] = {}
+        self.clones = dict(clones or {})  # plan speaker -> its clone's synthesizer (--clone S2=guest)
+        self.fixed = CLONE_EVERY_LINE in config.clone_speakers or config.voice_design is not None
+        self._identities: dict[tuple[int, str | None], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
+    def synth_of(self, line: Line | TranslatedLine) -> SpeechSynthesizer:
+        """The synthesizer that speaks `line`: its speaker's clone, else the job's."""
+        return self.clones.get(line.speaker, self.synth)
+
     def voice_of(self, line: Line | TranslatedLine) -> str | None:
-        if self.fixed:
+        if self.fixed or line.speaker in self.clones:
             return None
         return line.voice or self.config.cast.get(line.speaker) or self.config.voice
 
-    def identity(self, voice: str | None) -> dict[str, Any]:
+    def identity(self, voice: str | None, synth: SpeechSynthesizer | None = None) -> dict[str, Any]:
+        synth = synth if synth is not None else self.synth
         with self._lock:
-            if voice not in self._identities:
-                self._identities[voice] = self.synth.identity(voice)
-            return self._identities[voice]
+            key = (id(synth), voice)
+            if key not in self._identities:
+                self._identities[key] = synth.identity(voice)
+            return self._identities[key]
+
+    def identity_of(self, line: Line | TranslatedLine) -> dict[str, Any]:
+        return self.identity(self.voice_of(line), self.synth_of(line))
 
     def key(self, line: TranslatedLine, language: str) -> str:
         return self.key_for(line, language, line.text)
 
     def key_for(self, line: Line | TranslatedLine, language: str, text: str) -> str:
         """The clip cache key of `text` spoken as `line` would be (a plan line and its translation)."""
-        return clip_key(self.identity(self.voice_of(line)), language, text)
+        return clip_key(self.identity_of(line), language, text)
 
     def request(self, line: TranslatedLine, language: Language) -> SpeechRequest:
         return SpeechRequest(line.text, language, self.voice_of(line))
 
+    def _voice_name(self, line: Line | TranslatedLine) -> str:
+        """A line's voice in the manifest: its catalogue voice, "" for the synthesizer's own, and
+        "clone:<plan speaker>" for a cloned speaker's."""
+        if line.speaker in self.clones:
+            return f"clone:{line.speaker}"
+        return self.voice_of(line) or ""
+
     def manifest(self, language: str, lines: list[TranslatedLine], clips: list[ClipRecord]) -> dict[str, Any]:
         """The clip manifest of a language: the job voice's identity, every voice used (voice -> identity;
-        "" names the synthesizer's own voice) and the clips."""
-        used = dict.fromkeys(self.voice_of(ln) for ln in lines)
+        "" names the synthesizer's own voice, "clone:S2" a cloned speaker's) and the clips."""
+        used = {self._voice_name(ln): self.identity_of(ln) for ln in lines}
         return {
             "language": language,
             "identity": self.identity(None if self.fixed else self.config.voice),
-            "voices": {voice or "": self.identity(voice) for voice in used},
+            "voices": used,
             "clips": [asdict(c) for c in clips],
         }
 
@@ -112,7 +149,7 @@ def check_line_voices(config: DubConfig, voices: list[str]) -> None:
     voice before anything is paid for."""
     if not voices:
         return
-    if config.clone is not None or config.voice_design is not None:
+    if CLONE_EVERY_LINE in config.clone_speakers or config.voice_design is not None:
         raise ConfigError("segments.json names voices per line, but this job speaks with one designed or "
                           "cloned voice")  # fmt: skip
     engine = tts_engine(config.tts)
@@ -120,10 +157,13 @@ def check_line_voices(config: DubConfig, voices: list[str]) -> None:
         engine.resolve_voice(config, voice)
 
 
-def audit_clone_use(clone: CloneSession | None, config: DubConfig, lang_code: str, line_count: int) -> None:
-    """Every synthesis with a cloned voice is appended to the consent ledger's audit log (no text)."""
-    if clone is not None and line_count:
-        clone.audit_use(config, lang_code, line_count)
+def audit_clone_use(
+    clone: CloneSession | None, config: DubConfig, lang_code: str, lines: list[TranslatedLine]
+) -> None:
+    """Every synthesis with a cloned voice is appended to the consent ledger's audit log (no text): one
+    entry per cloned speaker with lines in this language."""
+    if clone is not None and lines:
+        clone.audit_use(config, lang_code, lines)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -153,8 +193,7 @@ def synthesize_lines(
     task synthesising its one line). A device engine runs batches of at most `batch_size` lines, or with
     `auto_batch` as many as its free memory holds (off a GPU: `batch_size`)."""
     log = stage_logger()
-    synth = voices.synth
-    engine = tts_engine(synth.route)
+    engine = tts_engine(voices.synth.route)
     keys = [voices.key(ln, language.code) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
     estimate_chars = sum(billed_characters(ln.text) for ln in missing)
@@ -172,7 +211,7 @@ def synthesize_lines(
 
     def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
         guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
-        identity = voices.identity(voices.voice_of(line))
+        identity = voices.identity_of(line)
         clone = identity.get("clone")
         meta = {
             "billed_characters": clip.billed_characters,
@@ -203,14 +242,23 @@ def synthesize_lines(
             status=exc.status,
         )
 
-    if engine.batched and missing and isinstance(synth, BatchSpeechSynthesizer):
-        todo = [(ln, k) for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
+    batching = {ln.index for ln in missing if isinstance(voices.synth_of(ln), BatchSpeechSynthesizer)}
+    if engine.batched and batching:  # batches per synthesizer: a cloned speaker's lines with its clone
+        todo = [
+            (ln, k)
+            for ln, k in zip(lines, keys, strict=True)
+            if ln.index in batching and cache.get(k) is None
+        ]
 
         def limit(batch: list[tuple[TranslatedLine, str]]) -> int:
+            synth = voices.synth_of(batch[0][0])
+            assert isinstance(synth, BatchSpeechSynthesizer)
             fits = synth.batch_limit([voices.request(ln, language) for ln, _ in batch])
             return batch_size if fits is None else fits if auto_batch else min(batch_size, fits)
 
         for batch in voice_batches(todo, voices, limit):
+            synth = voices.synth_of(batch[0][0])
+            assert isinstance(synth, BatchSpeechSynthesizer)
             try:
                 clips = synth.synthesize_requests([voices.request(ln, language) for ln, _ in batch])
             except UpstreamError as exc:
@@ -226,7 +274,7 @@ def synthesize_lines(
         cached = hit is not None
         if hit is None:
             try:
-                clip = synth.synthesize(line.text, language, voices.voice_of(line))
+                clip = voices.synth_of(line).synthesize(line.text, language, voices.voice_of(line))
             except UpstreamError as exc:
                 raise failed(exc, f"line {line.index}") from None
             hit = store(line, key, clip)
@@ -256,13 +304,14 @@ Item = tuple[TranslatedLine, str]  # a line and its clip cache key
 def voice_batches(
     todo: list[Item], voices: JobVoices, limit: Callable[[list[Item]], int]
 ) -> list[list[Item]]:
-    """Batches for a device engine: one voice per batch, lines of similar length together (a generate
+    """Batches for a device engine: one synthesizer and one voice per batch (a cloned speaker's lines go to
+    its clone), lines of similar length together (a generate
     call runs as long as its longest line), longest first. `limit(lines)` is how many lines like the
     first (the longest) one call may hold: the GPU's free memory decides it (bench/gpu.py measured
     0.3x real time at 1 line per call and 40x at 128 for the 1.7B model)."""
-    by_voice: dict[str | None, list[Item]] = {}
+    by_voice: dict[tuple[int, str | None], list[Item]] = {}
     for item in todo:
-        by_voice.setdefault(voices.voice_of(item[0]), []).append(item)
+        by_voice.setdefault((id(voices.synth_of(item[0])), voices.voice_of(item[0])), []).append(item)
     batches = []
     for items in by_voice.values():
         items.sort(key=lambda item: len(item[0].text), reverse=True)
@@ -285,8 +334,8 @@ def synthesize(
 ) -> tuple[list[ClipRecord], dict[str, float]]:
     """A device engine's lines of one language, in batches (one task: batches need the lines together)."""
     language = get_language(lang_code)
-    voices = JobVoices(config, make_synthesizer(config, clone))
-    audit_clone_use(clone, config, lang_code, len(lines))
+    voices = job_voices(config, clone)
+    audit_clone_use(clone, config, lang_code, lines)
     records, totals = synthesize_lines(
         lines, language, voices, ClipCache(config.cache_dir), clips_dir, config.concurrency, config.region,
         batch_size=config.tts_batch or DEFAULT_DEVICE_BATCH, auto_batch=config.tts_batch is None,

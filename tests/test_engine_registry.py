@@ -17,7 +17,14 @@ from core.config import DubConfig, build_config
 from core.errors import ConfigError
 from core.languages import Language
 from models.base import SynthesizedClip
-from models.registry import TranslatorEngine, TTSEngine, VoiceInfo, register_translator, register_tts, unregister
+from models.registry import (
+    TranslatorEngine,
+    TTSEngine,
+    VoiceInfo,
+    register_translator,
+    register_tts,
+    unregister,
+)
 
 RATE = 24_000
 EVENTS: list[tuple[float, str, str]] = []  # (time, what, language)
@@ -124,7 +131,7 @@ def test_unknown_engines_are_one_line() -> None:
 
 def test_a_toy_engine_is_validated_through_its_entry(toy_engines: None) -> None:
     config = build_config(video=Path("v.mp4"), langs="de", tts="toy", translator="toy-mt", cast="S2=bass")
-    assert config.voice == "Alto" and config.cast == {"S2": "Bass"}
+    assert config.voice is None and config.cast == {"S2": "Bass"}  # None: cast automatically
     with pytest.raises(ConfigError, match="unknown toy voice 'Cherry'"):
         build_config(video=Path("v.mp4"), langs="de", tts="toy", voice="Cherry")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ class Cue:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # the label of who speaks (--subtitle-speakers), None: unlabelled
 
 
 def _wrap(text: str) -> str:
@@ -45,22 +47,46 @@ def _wrap(text: str) -> str:
     return "\n".join(lines)
 
 
-def cues_for_track(timings: list[tuple[float, float, str]], duration: float) -> list[Cue]:
-    """(start, end, text) of each placed dub clip -> readable cues that never overlap."""
+def cues_for_track(
+    timings: list[tuple[float, float, str]], duration: float, speakers: Sequence[str] | None = None
+) -> list[Cue]:
+    """(start, end, text) of each placed dub clip -> readable cues that never overlap; `speakers`: the
+    label of each clip's speaker (--subtitle-speakers), written by write_srt and write_vtt."""
     cues: list[Cue] = []
     for i, (start, end, text) in enumerate(timings):
         if start >= duration:
             break  # a line placed past the end of the video is not heard, so it gets no cue
         next_start = timings[i + 1][0] if i + 1 < len(timings) else duration
         end = min(max(end, start + MIN_CUE_S), max(next_start - 0.001, start + 0.001), duration)
-        cues.append(Cue(start, end, _wrap(text)))
+        speaker = speakers[i] if speakers is not None else None
+        cues.append(Cue(start, end, _wrap(f"{speaker}: {text}" if speaker else text), speaker))
     return cues
+
+
+def srt_text(cue: Cue, previous: Cue | None) -> str:
+    """A cue as SRT shows it: its speaker's label only where the speaker changes (SRT has no markup for
+    speakers; a label on every cue of a monologue is noise)."""
+    if not cue.speaker or (previous is not None and previous.speaker == cue.speaker):
+        return unlabelled(cue)
+    return cue.text
+
+
+def unlabelled(cue: Cue) -> str:
+    """The cue's text without its speaker label (rewrapped when the label was part of the wrapping)."""
+    prefix = f"{cue.speaker}: "
+    if not cue.speaker or not cue.text.replace("\n", " ").startswith(prefix):
+        return cue.text
+    joined = cue.text.replace("\n", "" if sum(map(is_double_width, cue.text)) > len(cue.text) / 3 else " ")
+    return _wrap(joined[len(prefix) :])
 
 
 def write_srt(cues: list[Cue], path: Path) -> Path:
     items = [
         srt.Subtitle(
-            index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text
+            index=i + 1,
+            start=timedelta(seconds=c.start),
+            end=timedelta(seconds=c.end),
+            content=srt_text(c, cues[i - 1] if i else None),
         )
         for i, c in enumerate(cues)
     ]
@@ -86,14 +112,22 @@ def vtt_cue_text(caption: webvtt.Caption) -> str:
     return html.unescape(caption.text)
 
 
+def _voice_span(cue: Cue, rows: list[str]) -> list[str]:
+    """WebVTT's own speaker markup: `<v Name>` opens the cue (players may show or style the name)."""
+    if not cue.speaker or not rows:
+        return rows
+    name = vtt_escape(cue.speaker).replace(">", "")
+    return [f"<v {name}>{rows[0]}", *rows[1:]]
+
+
 def write_vtt(cues: list[Cue], path: Path, language: str) -> Path:
     captions = [
         webvtt.Caption(
             start=_vtt_time(c.start),
             end=_vtt_time(c.end),
-            text=[vtt_escape(row) for row in c.text.split("\n") if row.strip()],  # a blank row ends a cue
+            text=_voice_span(c, [vtt_escape(row) for row in unlabelled(c).split("\n") if row.strip()]),
             identifier=str(i + 1),
-        )
+        )  # a blank row would end the cue
         for i, c in enumerate(cues)
     ]
     document = webvtt.WebVTT(captions=captions, metadata=[f"Language: {language}"])
