@@ -20,7 +20,7 @@ from prefect import task
 from core.clip_cache import CLONE_SPEAKER, ClipCache, clip_key
 from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError, UpstreamError
-from core.files import atomic_path, write_json_atomic
+from core.files import atomic_path, content_key, write_json_atomic
 from core.job import JobPaths
 from core.languages import Language, get_language
 from core.parallel import map_lines
@@ -28,6 +28,7 @@ from core.progress import NullProgress, StageProgress, stage_logger
 from models.base import BatchSpeechSynthesizer, SpeechRequest, SpeechSynthesizer, SynthesizedClip
 from models.billing import billed_characters
 from models.registry import tts_engine
+from models.tts_batching import SHARED_DEVICE
 from tasks.media import STAGE
 from tasks.segment import Line
 from tasks.translate import TranslatedLine
@@ -259,8 +260,11 @@ def synthesize_lines(
         for batch in voice_batches(todo, voices, limit):
             synth = voices.synth_of(batch[0][0])
             assert isinstance(synth, BatchSpeechSynthesizer)
+            # languages synthesising at the same time share generate calls (same model, mode and voice)
+            same_call = content_key("device-batch", voices.identity_of(batch[0][0]))
+            requests = [voices.request(ln, language) for ln, _ in batch]
             try:
-                clips = synth.synthesize_requests([voices.request(ln, language) for ln, _ in batch])
+                clips = SHARED_DEVICE.run(same_call, requests, limit(batch), synth.synthesize_requests)
             except UpstreamError as exc:
                 raise failed(exc, f"lines {', '.join(str(ln.index) for ln, _ in batch)}") from None
             for (line, key), clip in zip(batch, clips, strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from models.tts_batching import (
@@ -163,3 +165,88 @@ def test_batch_size_rejects_unknown_sizes_and_bad_settings() -> None:
     with pytest.raises(ValueError):
         ItemCost(fixed_bytes=0, bytes_per_frame=0)
     assert ItemCost(0, 100).bytes_for(0) == 100  # a clip is at least one frame
+
+
+# -- SharedDevice: languages synthesising at the same time share generate calls ----------------------------
+
+
+def _device_run(calls: list[list[str]], started: Any, gate: Any) -> Any:
+    def run(requests: list[str]) -> list[str]:
+        calls.append(list(requests))
+        started.set()
+        gate.wait(5)
+        return [f"clip:{r}" for r in requests]
+
+    return run
+
+
+def test_batches_waiting_for_the_device_join_one_call() -> None:
+    import threading
+
+    from models.tts_batching import SharedDevice
+
+    device = SharedDevice()
+    calls: list[list[str]] = []
+    started, gate = threading.Event(), threading.Event()
+    run = _device_run(calls, started, gate)
+    results: dict[str, list[str]] = {}
+
+    def language(code: str, n: int, key: str = "voice-a", limit: int = 128) -> None:
+        results[code] = device.run(key, [f"{code}{i}" for i in range(n)], limit, run)
+
+    first = threading.Thread(target=language, args=("ja", 2))
+    first.start()
+    assert started.wait(5)  # ja holds the device; en, ko and a German batch of another voice now queue
+    others = [
+        threading.Thread(target=language, args=("en", 3)),
+        threading.Thread(target=language, args=("ko", 4)),
+        threading.Thread(target=language, args=("de", 1, "voice-b")),
+    ]
+    for t in others:
+        t.start()
+    while len(device._waiting) < 3:  # all three queued
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert calls[0] == ["ja0", "ja1"]
+    assert sorted(calls[1]) == ["en0", "en1", "en2", "ko0", "ko1", "ko2", "ko3"]  # one call for both
+    assert calls[2] == ["de0"]  # another voice: a call of its own
+    assert results["ko"] == ["clip:ko0", "clip:ko1", "clip:ko2", "clip:ko3"] and device.calls == 3
+
+
+def test_a_joined_call_stays_within_the_smallest_limit_and_errors_reach_every_caller() -> None:
+    import threading
+
+    import pytest
+
+    from models.tts_batching import SharedDevice
+
+    device = SharedDevice()
+    calls: list[list[str]] = []
+    started, gate = threading.Event(), threading.Event()
+    run = _device_run(calls, started, gate)
+    out: dict[str, object] = {}
+
+    def language(code: str, n: int, limit: int) -> None:
+        out[code] = device.run("v", [f"{code}{i}" for i in range(n)], limit, run)
+
+    holder = threading.Thread(target=language, args=("ja", 1, 8))
+    holder.start()
+    assert started.wait(5)
+    waiting = [threading.Thread(target=language, args=(c, 3, 4)) for c in ("en", "ko")]
+    for t in waiting:
+        t.start()
+    while len(device._waiting) < 2:
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in [holder, *waiting]:
+        t.join(5)
+    assert [len(c) for c in calls] == [1, 3, 3]  # 3 + 3 > 4: not joined
+
+    def failing(requests: list[str]) -> list[str]:
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        device.run("v", ["x"], 8, failing)
+    assert device.run("v", ["y"], 8, lambda rs: [r.upper() for r in rs]) == ["Y"]  # the device is free again
