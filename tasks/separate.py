@@ -19,6 +19,7 @@ from prefect import task
 
 from core.errors import ConfigError
 from core.files import atomic_path, content_key, invalidate, is_fresh, mark_fresh
+from core.gpu import release_gpu_models
 from core.progress import StageProgress, stage_logger
 from models.base import ProgressCallback, Separator
 from models.demucs_separator import (
@@ -146,6 +147,10 @@ def separate(
 
     stems = run_separation(engine, audio, audio_key, vocals_path, background_path, make_progress)
     run = engine.last_run
+    if run:  # the model ran (not a cached result): give its GPU memory back before recognition loads
+        from models.demucs_separator import load_model
+
+        release_gpu_models(load_model.cache_clear, device=str(run["device"]))
     if run:
         log.info(
             "separated separator=htdemucs model=%s device=%s shifts=%d overlap=%.2f chunks=%d audio_s=%.1f "

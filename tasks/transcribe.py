@@ -8,9 +8,10 @@ from prefect import task
 
 from core.errors import InputError
 from core.files import content_key, is_fresh, mark_fresh, read_json, write_json_atomic
+from core.gpu import release_gpu_models
 from core.progress import StageProgress, stage_logger
 from models.base import Transcript
-from models.whisper_asr import FasterWhisperTranscriber
+from models.whisper_asr import FasterWhisperTranscriber, load_model
 from tasks.media import STAGE
 
 
@@ -30,6 +31,7 @@ def transcribe(
         vocals, source_lang, progress=lambda done, total: progress.set(done, total)
     )
     progress.set(progress.total)
+    release_gpu_models(load_model.cache_clear, device=transcriber.device)  # before the next stage loads
     if not any(seg.words for seg in transcript.segments):
         raise InputError("no speech found in the audio: there is nothing to dub")
     write_json_atomic(out_json, transcript.to_json())
