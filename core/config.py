@@ -26,6 +26,8 @@ from models.registry import API  # the built-in engines register on import; conf
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydantic_core import ErrorDetails
 
+    from models.diarization import SpeakerHints
+
 TTS_DEFAULT_MODEL = "qwen3-tts-flash-2025-11-27"
 MT_DEFAULT_MODEL = "qwen-mt-flash"
 CACHE_ENV = "QWENDUB_CACHE_DIR"
@@ -264,6 +266,38 @@ class DubConfig(BaseModel):
         description="a folder of registered people (voice print and voice; `python -m flows.cast`): a "
         "speaker whose voice matches one speaks with that person's voice, so a series keeps its voices",
         json_schema_extra=cli(metavar="DIR"),
+    )
+    speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="how many people speak (default: counted from the audio)",
+        json_schema_extra=cli(metavar="N"),
+    )
+    min_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="at least this many speakers",
+        json_schema_extra=cli(metavar="N"),
+    )
+    max_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="at most this many speakers",
+        json_schema_extra=cli(metavar="N"),
+    )
+    diarizer: Literal["embedding", "pyannote", "none"] = Field(
+        default="embedding",
+        description="who speaks when: `embedding` (resemblyzer voice prints, offline), `pyannote` (needs "
+        "the extra and --diarization-pipeline), `none` (one speaker)",
+        json_schema_extra=cli(advanced=True),
+    )
+    diarization_pipeline: str | None = Field(
+        default=None,
+        description="pyannote pipeline: a local folder or a hub id (token from HF_TOKEN)",
+        json_schema_extra=cli(metavar="DIR_OR_ID", advanced=True),
     )
     separator: Literal["htdemucs", "none"] = Field(
         default="htdemucs",
@@ -627,6 +661,9 @@ class DubConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_plan_sources(self) -> DubConfig:
+        self.speaker_hints()  # contradicting hints fail here, naming the flags
+        if self.diarizer == "pyannote" and not self.diarization_pipeline:
+            raise ConfigError("--diarizer pyannote needs --diarization-pipeline DIR_OR_ID")
         if self.segments is not None and self.subtitles is not None:
             raise ConfigError("give either --segments or --subtitles, not both")
         if self.subtitles is not None and self.subtitles.suffix.lower() not in (".srt", ".vtt"):
@@ -664,6 +701,19 @@ class DubConfig(BaseModel):
             resolved = {speaker: engine.resolve_voice(self, voice) for speaker, voice in self.cast.items()}
             object.__setattr__(self, "cast", resolved)
         return self
+
+    def speaker_hints(self) -> SpeakerHints:
+        """What the user knows about the number of speakers, for the diarizer."""
+        from models.diarization import SpeakerHints
+
+        try:
+            return SpeakerHints.of(self.speakers, self.min_speakers, self.max_speakers)
+        except ConfigError as exc:
+            message = str(exc)
+            for field in ("num_speakers", "min_speakers", "max_speakers"):
+                flag = "--speakers" if field == "num_speakers" else "--" + field.replace("_", "-")
+                message = message.replace(field, flag)
+            raise ConfigError(message) from None
 
     @property
     def name(self) -> str:

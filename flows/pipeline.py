@@ -32,11 +32,12 @@ from models.registry import tts_engine
 from tasks.assemble import TrackResult, assemble, measure_source_loudness
 from tasks.cast import CAST_FILE
 from tasks.cast import cast as cast_speakers
+from tasks.diarize import diarize, diarizer_for
 from tasks.estimate import LanguageEstimate, estimate_cost, estimates_as_json
 from tasks.line import LanguageLines, dub_line, finish_lines, line_worker
 from tasks.media import DubTrack, extract, probe, remux_task, working_layout
 from tasks.report import build_report, disclosure, write_report
-from tasks.segment import Line, import_plan, segment
+from tasks.segment import Line, import_plan, segment, usable_words
 from tasks.separate import separate
 from tasks.synthesize import check_line_voices, synthesize
 from tasks.transcribe import transcribe
@@ -274,8 +275,18 @@ def run_job(config: DubConfig) -> DubResult:
                 speech, stems.key, config.asr_model, config.source_lang, job.transcript
             )
             asr_model, language_probability = transcript.model, transcript.language_probability
+        diarizer = diarizer_for(config)
+        turns, turns_key = None, ""
+        if diarizer is not None:
+            with clock.stage("diarize"):
+                turns, turns_key = diarize(
+                    speech, stems.key, usable_words(transcript), transcript_key, config.speaker_hints(),
+                    job.work / "diarization.json", diarizer,
+                )  # fmt: skip
         with clock.stage("segment"):
-            source_lang, lines, _plan_key = segment(transcript, transcript_key, speech, job.segments)
+            source_lang, lines, _plan_key = segment(
+                transcript, transcript_key, speech, job.segments, turns, turns_key
+            )
     check_line_voices(config, [ln.voice for ln in lines if ln.voice])  # an edited plan, before paying
     with clock.stage("cast"):  # every speaker's voice: --cast, cast.json edits, registry, --voice, auto
         casting = cast_speakers(config, lines, speech, job.root / CAST_FILE)

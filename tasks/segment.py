@@ -24,6 +24,7 @@ from core.errors import InputError
 from core.files import content_key, is_fresh, mark_fresh, write_json_atomic
 from core.progress import stage_logger
 from models.base import Transcript, Word
+from models.diarization import Turn
 from tasks.media import ANALYSIS_RATE, STAGE
 
 SENTENCE_END = (".", "!", "?", "。", "！", "？", "…", "؟")
@@ -353,11 +354,24 @@ def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
 
 @task(name="segment", **STAGE)
 def segment(
-    transcript: Transcript, transcript_key: str, vocals: Path, out_json: Path
+    transcript: Transcript,
+    transcript_key: str,
+    vocals: Path,
+    out_json: Path,
+    turns: list[Turn] | None = None,
+    turns_key: str = "",
 ) -> tuple[str, list[Line], str]:
-    """Build (or keep) segments.json. A plan whose key still matches the transcript is kept as is, so a
-    user's edits survive re-runs; the returned key hashes the plan's content, so an edit is seen."""
-    key = content_key("segment-v1", transcript_key)
+    """Build (or keep) segments.json. A plan whose key still matches the transcript (and the speaker
+    turns) is kept as is, so a user's edits survive re-runs; the returned key hashes the plan's content,
+    so an edit is seen. `turns` (diarization): each word gets its speaker, and a line in which the speaker
+    changes is split at that word. With one speaker the plan, and its key, are what they were before
+    speakers existed."""
+    several = turns is not None and len({t.speaker for t in turns}) > 1
+    key = (
+        content_key("segment-v2", transcript_key, turns_key)
+        if several
+        else content_key("segment-v1", transcript_key)
+    )
     log = stage_logger()
     if not is_fresh(out_json, key):
         words = usable_words(transcript)
@@ -365,6 +379,14 @@ def segment(
             raise InputError("no usable speech found (only silence, music or hallucinated text)")
         lines = build_lines(words, transcript.duration)
         refine_line_edges(lines, load_mono(vocals), ANALYSIS_RATE, transcript.duration)
+        if several:
+            from tasks.diarize import assign_speakers, split_lines_at_speaker_changes
+
+            assert turns is not None
+            speakers = assign_speakers(words, turns)
+            lines = split_lines_at_speaker_changes(
+                lines, list(zip(words, speakers, strict=True)), transcript.duration
+            )
         write_json_atomic(out_json, plan_to_json(lines, transcript))
         mark_fresh(out_json, key)
         log.info("segmented lines=%d", len(lines))
