@@ -139,7 +139,10 @@ class JobVoices:
         used = {self._voice_name(ln): self.identity_of(ln) for ln in lines}
         return {
             "language": language,
-            "identity": self.identity(None if self.fixed else self.config.voice),
+            # the job voice: --voice, else the one voice every line has (one speaker, cast), else the first's
+            "identity": self.identity(self.config.voice)
+            if self.config.voice and not self.fixed
+            else next(iter(used.values()), self.identity(None)),
             "voices": used,
             "clips": [asdict(c) for c in clips],
         }

@@ -357,8 +357,11 @@ def test_prefect_artifacts_summarise_the_run(job) -> None:
         "language", "lines", "stretched", "truncated", "within cap", "shortened", "unkept", "LUFS",
         "true peak", "characters",
     ]  # fmt: skip
-    rows = [line for line in summary.splitlines() if line.startswith("| ") and line != header]
+    lines = summary.splitlines()
+    table = lines[lines.index(header) + 2 :]
+    rows = table[: next((i for i, line in enumerate(table) if not line.startswith("| ")), len(table))]
     assert rows and all(row.split("|")[1].strip() in LANGS for row in rows)  # (the latest run's languages)
+    assert "| speaker | lines | seconds | voice | cloned | chosen by |" in summary  # one row per speaker
     assert "Stage times: probe" in summary and "synthesize" in summary and "Billed characters" in summary
 
 
