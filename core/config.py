@@ -292,12 +292,12 @@ class DubConfig(BaseModel):
         default="embedding",
         description="who speaks when: `embedding` (resemblyzer voice prints, offline), `pyannote` (needs "
         "the extra and --diarization-pipeline), `none` (one speaker)",
-        json_schema_extra=cli(advanced=True),
+        json_schema_extra=cli(),
     )
     diarization_pipeline: str | None = Field(
         default=None,
         description="pyannote pipeline: a local folder or a hub id (token from HF_TOKEN)",
-        json_schema_extra=cli(metavar="DIR_OR_ID", advanced=True),
+        json_schema_extra=cli(metavar="DIR_OR_ID"),
     )
     separator: Literal["htdemucs", "none"] = Field(
         default="htdemucs",

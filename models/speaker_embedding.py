@@ -30,7 +30,11 @@ _LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _encoder() -> Any:
-    from resemblyzer import VoiceEncoder
+    import warnings
+
+    with warnings.catch_warnings():  # webrtcvad (imported by resemblyzer) warns that pkg_resources is
+        warnings.simplefilter("ignore")  # deprecated: noise on the terminal after a job's last line
+        from resemblyzer import VoiceEncoder
 
     return VoiceEncoder("cpu", verbose=False)
 

@@ -118,3 +118,37 @@ def test_without_a_cast_each_speaker_gets_a_different_voice_of_their_sex(
         assert VOICES_BY_NAME[voices[line["speaker"]]].sex == ("F" if truth == FEMALE else "M"), line
     sent = {r.body["input"]["voice"] for r in dashscope_server.requests_of("tts")}
     assert sent == set(voices.values())
+
+
+def test_a_series_keeps_its_voices_through_the_cast_registry(
+    prefect_harness, tiny_en_model: Path, tmp_path: Path, dashscope_server: LoopbackDashScope
+) -> None:
+    """Episode 1's host is cast by hand and registered from the finished job; episode 2 (other words,
+    no --cast) gives the same voice to the speaker whose voice print matches."""
+    from core.config import build_config
+    from flows.cast import main as cast_cli
+    from flows.dub import dub
+    from tests.speakers_audio import SENTENCES
+
+    registry = tmp_path / "registry"
+    for episode, texts in ((1, SENTENCES[:7]), (2, SENTENCES[7:14])):
+        conversation = build_conversation(
+            [(MALE, t) for t in texts], [0.8] * len(texts), tmp_path / f"e{episode}.wav"
+        )
+        video = make_video(conversation, tmp_path / f"episode{episode}.mp4")
+        options: dict[str, object] = {"cast": "S1=Kai"} if episode == 1 else {"cast_registry": registry}
+        config = build_config(
+            video=video, langs="de", out=tmp_path / f"out{episode}", cache_dir=tmp_path / "cache",
+            separator="none", asr_model=str(tiny_en_model), source_lang="en", retry_base_delay_s=0.01,
+            **options,
+        )  # fmt: skip
+        dub(config)
+        if episode == 1:
+            assert (
+                cast_cli(["add", str(tmp_path / "out1"), "S1", "--name", "Host", "--registry", str(registry)])
+                == 0
+            )
+    report = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert report["speakers"]["S1"]["voice"] == "Kai", report["speakers"]
+    sent = {r.body["input"]["voice"] for r in dashscope_server.requests_of("tts")}
+    assert sent == {"Kai"}
