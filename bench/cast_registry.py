@@ -26,14 +26,15 @@ import argparse
 import hashlib
 import itertools
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from bench.espeak_speech import SENTENCES as ALL_SENTENCES
+from bench.espeak_speech import speak, video_like
 
 # espeak-ng variants: males of several accents (the hard cases: they sound alike to the encoder) and females.
 # Not the bare language voices (`de`, `fr`, ...): they are espeak-ng's one default formant voice with other
@@ -43,20 +44,7 @@ VOICES = [
     "en-us+f3", "en+f4", "en+f2", "en-us+f5", "en-us+Annie", "en+Alicia", "en+Steph", "en+Zac",
 ]  # fmt: skip
 
-SENTENCES = [
-    "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
-    "It's easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
-    "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
-    "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
-    "The boy was there when the sun rose.", "A rod is used to catch pink salmon.",
-    "The source of the huge river is the clear spring.", "Kick the ball straight and follow through.",
-    "Help the woman get back to her feet.", "A pot of tea helps to pass the evening.",
-    "Smoky fires lack flame and heat.", "The soft cushion broke the man's fall.",
-    "The salt breeze came across from the sea.", "The girl at the booth sold fifty bonds.",
-    "The small pup gnawed a hole in the sock.", "The fish twisted and turned on the bent hook.",
-    "Press the pants and sew a button on the vest.", "The swan dive was far short of perfect.",
-]  # fmt: skip
+SENTENCES = ALL_SENTENCES[:24]  # the texts this benchmark was measured with
 
 
 @dataclass(frozen=True)
@@ -65,29 +53,6 @@ class Print:
     group: int
     clean: np.ndarray
     video: np.ndarray
-
-
-def speak(voice: str, text: str, out: Path, speed: int) -> tuple[np.ndarray, int]:
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text], check=True)
-    audio, rate = sf.read(str(out), dtype="float32")
-    return np.asarray(audio), int(rate)
-
-
-def video_like(audio: np.ndarray, rate: int, noise_db: float, seed: int) -> tuple[np.ndarray, int]:
-    """16 kHz, a short room echo, noise `noise_db` below the speech."""
-    import soxr
-
-    rng = np.random.default_rng(seed)
-    out = soxr.resample(audio, rate, 16_000).astype(np.float32)
-    rate = 16_000
-    echo = np.zeros(int(0.05 * rate), dtype=np.float32)
-    echo[0], echo[int(0.013 * rate)], echo[-1] = 1.0, 0.35, 0.15
-    out = np.convolve(out, echo)[: out.size].astype(np.float32)
-    white = rng.standard_normal(out.size).astype(np.float32)
-    pinkish = np.convolve(white, np.ones(8, dtype=np.float32) / 8, mode="same")
-    speech_rms = float(np.sqrt(np.mean(out[np.abs(out) > 0.01] ** 2)))
-    noise = pinkish / max(float(np.sqrt(np.mean(pinkish**2))), 1e-9) * speech_rms * 10 ** (-noise_db / 20)
-    return np.asarray(out + noise, dtype=np.float32), rate
 
 
 def distinct_voices(voices: list[str], folder: Path) -> list[str]:
@@ -135,7 +100,9 @@ def main() -> None:
                     audio, rate = speak(voice, texts[t], Path(tmp) / "take.wav", speed)
                     takes += [audio, np.zeros(int(0.3 * rate), dtype=np.float32)]
                 joined = np.concatenate(takes)
-                noisy, noisy_rate = video_like(joined, rate, args.noise_db, seed=1000 * v + g)
+                noisy, noisy_rate = video_like(
+                    joined, rate, args.noise_db, seed=1000 * v + g, out_rate=16_000
+                )
                 prints.append(Print(voice, g, embed(joined, rate), embed(noisy, noisy_rate)))
     print(f"encoder {EMBEDDING_MODEL}: {len(voices)} voices x {groups} prints of {args.per_print} texts, "
           f"synthesised and embedded in {time.perf_counter() - started:.0f} s")  # fmt: skip
