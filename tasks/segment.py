@@ -373,6 +373,14 @@ def segment(
         else content_key("segment-v1", transcript_key)
     )
     log = stage_logger()
+    one_speaker_key = content_key("segment-v1", transcript_key)
+    if several and is_fresh(out_json, one_speaker_key):
+        # a plan made before speakers were found (an earlier version, or --diarizer none) may hold the
+        # user's edits: it is kept, never rebuilt under them
+        log.warning(
+            "segment plan kept (%s predates the speaker turns; delete it to split by speaker)", out_json.name
+        )
+        key = one_speaker_key
     if not is_fresh(out_json, key):
         words = usable_words(transcript)
         if not words:

@@ -152,3 +152,29 @@ def test_a_series_keeps_its_voices_through_the_cast_registry(
     assert report["speakers"]["S1"]["voice"] == "Kai", report["speakers"]
     sent = {r.body["input"]["voice"] for r in dashscope_server.requests_of("tts")}
     assert sent == {"Kai"}
+
+
+def test_a_plan_made_before_speakers_were_found_is_never_rebuilt_under_the_user(
+    prefect_harness, tiny_en_model: Path, tmp_path: Path, dashscope_server: LoopbackDashScope
+) -> None:
+    """A segments.json from a run without diarization (an earlier version, or --diarizer none), edited by
+    the user: a later run that finds two speakers keeps the user's plan as written."""
+    from core.config import build_config
+    from flows.dub import dub
+
+    conversation = build_conversation(SCRIPT[:4], PAUSES[:4], tmp_path / "talk.wav")
+    video = make_video(conversation, tmp_path / "talk.mp4")
+    options = dict(
+        video=video, langs="de", out=tmp_path / "out", cache_dir=tmp_path / "cache", separator="none",
+        asr_model=str(tiny_en_model), source_lang="en", retry_base_delay_s=0.01,
+    )  # fmt: skip
+    dub(build_config(**options, diarizer="none"))
+    plan_file = tmp_path / "out" / "segments.json"
+    plan = json.loads(plan_file.read_text())
+    plan["lines"][0]["text"] = "Welcome back, dear listeners."  # the user's edit
+    plan_file.write_text(json.dumps(plan, indent=2))
+    written = plan_file.read_bytes()
+    dub(build_config(**options))  # the default diarizer finds two speakers now
+    assert plan_file.read_bytes() == written
+    german = json.loads((tmp_path / "out" / "lines.de.json").read_text())["lines"]
+    assert german[0]["source"] == "Welcome back, dear listeners."  # the job dubbed the user's plan
