@@ -282,19 +282,27 @@ def install_interrupt_handler() -> None:
         # server, which a terminal's Ctrl-C has just stopped too, and waits on it), so the handler
         # finishes the job here: no new line starts, one line is printed, the process leaves.
         CANCELLED.set()
-        print(INTERRUPTED, file=sys.stderr)
-        exit_now(130)
+        exit_now(130, INTERRUPTED)
 
     signal.signal(signal.SIGINT, interrupt)
 
 
-def exit_now(code: int) -> NoReturn:
+def exit_now(code: int, last_line: str | None = None) -> NoReturn:
     """Leave at once after an interrupt: stop Prefect's temporary server (a terminal's Ctrl-C reaches it
     too, and Prefect's exit hooks would then wait on it), and skip the exit hooks that would flush run
-    events to it. Every artefact is written atomically, so nothing half-written is left to trust."""
+    events to it. Every artefact is written atomically, so nothing half-written is left to trust.
+    `last_line` is printed last: logging is switched off first and every handler's lock is held, so a
+    task still finishing in another thread cannot log after it (a CI run caught one doing so)."""
     import logging
 
-    logging.getLogger("prefect").setLevel(logging.CRITICAL)
+    logging.disable(logging.CRITICAL)
+    loggers = [
+        logging.root,
+        *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    handlers = {handler for logger in loggers for handler in logger.handlers}
+    for handler in handlers:
+        handler.acquire()  # waits out a record being written now; none is written after
     try:
         from prefect.server.api.server import SubprocessASGIServer
 
@@ -302,8 +310,10 @@ def exit_now(code: int) -> NoReturn:
             server.stop()
     except Exception:  # noqa: BLE001 - best effort on the way out
         pass
-    sys.stderr.flush()
     sys.stdout.flush()
+    if last_line is not None:
+        print(last_line, file=sys.stderr)
+    sys.stderr.flush()
     os._exit(code)
 
 
@@ -354,8 +364,7 @@ class Invocation:
 def failure(exc: BaseException, debug: bool, folders: tuple[Path, ...] = ()) -> int:
     """One `error: ...` line on stderr for an exception; its exit code. --debug re-raises."""
     if isinstance(exc, KeyboardInterrupt | Cancelled):
-        print(INTERRUPTED, file=sys.stderr)
-        exit_now(130)
+        exit_now(130, INTERRUPTED)
     if debug:
         raise exc
     if isinstance(exc, DubError):

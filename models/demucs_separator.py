@@ -631,6 +631,28 @@ def peak_rss_bytes() -> int:
     return int(peak) * (1 if os.uname().sysname == "Darwin" else 1024)
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident-memory high-water mark (VmHWM) to the current RSS (Linux >= 4.0,
+    /proc/self/clear_refs): the peak read after it is exact, with no sampling thread to starve. False
+    where that is not possible. (getrusage's ru_maxrss cannot be reset, and a child's starts at its
+    parent's RSS at fork time.)"""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def high_water_rss_bytes() -> int:
+    """The resident-memory high-water mark since the process started or `reset_peak_rss()` (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc), so an RSS baseline reflects live memory."""
     with contextlib.suppress(OSError, AttributeError):
