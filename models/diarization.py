@@ -47,8 +47,14 @@ MIN_SEGMENT_S = 0.12  # shorter scraps of speech are not embedded at all (they i
 PAUSE_MIN_S = 0.12  # a quiet run this long inside speech is a pause (where a turn may change)
 QUIET_BELOW_DB = 30.0  # a frame is quiet this far under the speech's loud level (its 95th percentile)
 TURN_GAP_FILL_S = 0.3  # one speaker's segments closer than this are one turn
+# A recogniser's first word time comes late (faster-whisper tiny.en: by 0.1-0.2 s on espeak speech; a
+# DER of 9 % was 7 points of speech missed at turn starts, 1.4 of confusion; its end times were late, not
+# early): each given span starts this much earlier and the audio's own pauses trim it back to where the
+# voice starts. Widening the ends too measured worse (false alarm on trailing breath, close voices 4.8 to
+# 5.4 %). Whisper words, three quick speakers: 9.0 % -> 2.7 %; script word times 2.0 % -> 1.9 %.
+SPAN_EDGE_S = 0.3
 MAX_SPEAKERS_DEFAULT = 8
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: given spans start SPAN_EDGE_S earlier
 
 
 @dataclass(frozen=True)
@@ -168,8 +174,10 @@ def speech_frames(
     n = levels.size
     given = np.zeros(n, dtype=bool)
     spans = [(0.0, duration)] if speech is None else speech
+    edge = 0.0 if speech is None else SPAN_EDGE_S  # see SPAN_EDGE_S
     for start, end in spans:
-        a, b = max(0, int(math.floor(start / HOP_S))), min(n, int(math.ceil(end / HOP_S)))
+        a = max(0, int(math.floor((start - edge) / HOP_S)))
+        b = min(n, int(math.ceil(end / HOP_S)))
         given[a:b] = True
     if not given.any():
         return given
