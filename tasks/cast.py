@@ -324,6 +324,19 @@ def read_cast(path: Path) -> dict[str, CastEntry]:
     return entries
 
 
+def kept_with_edits(
+    entries: Mapping[str, CastEntry], previous: Mapping[str, CastEntry]
+) -> dict[str, CastEntry]:
+    """What cast.json gets: the job's entries, plus every speaker the user edited that the plan no longer
+    has (a plan rebuilt or adopted under other speakers): an edit is never dropped from the file, and
+    comes back into use when the speaker does."""
+    out = dict(entries)
+    for speaker, entry in previous.items():
+        if speaker not in out and entry.edited:
+            out[speaker] = entry
+    return out
+
+
 def cast_path(config: DubConfig) -> Path:
     return config.out_dir / CAST_FILE
 
@@ -493,7 +506,7 @@ def cast(config: DubConfig, lines: list[Line], speech: Path, cast_file: Path) ->
 
         matches = match_speakers(speaker_prints(audio, rate, lines), people)
     casting = decide_cast(config, lines, estimates, previous, matches)
-    write_json_atomic(cast_file, cast_to_json(casting.entries))
+    write_json_atomic(cast_file, cast_to_json(kept_with_edits(casting.entries, previous)))
     for speaker, entry in casting.entries.items():
         log.info(
             "cast speaker=%s lines=%d seconds=%.1f f0_hz=%s sex=%s voice=%s chosen_by=%s%s",

@@ -241,3 +241,87 @@ def test_a_plan_whose_lines_the_users_translations_belong_to_is_kept(
     run_segment(after, speech, plan)
     assert plan.read_bytes() == untouched
     assert proposal_path(plan).is_file()
+
+
+# -- lines.<lang>.json -------------------------------------------------------------------------------------
+
+
+def plan_lines(*texts: str) -> list:
+    from tasks.segment import Line, set_pauses
+
+    lines = [Line(i, 1.0 + 3 * i, 3.0 + 3 * i, text) for i, text in enumerate(texts)]
+    set_pauses(lines, 3.0 * len(texts) + 2)
+    return lines
+
+
+def test_translations_the_user_wrote_for_lines_the_plan_lost_are_kept(
+    sample_video: Path, tmp_path: Path, dashscope_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The plan changed under lines.de.json (the user edited a line's source text, imported another plan
+    or adopted a proposal): the user's German file is never overwritten and the language is dubbed from
+    it; the new translation is proposed beside it, and --adopt-proposal takes it."""
+    from core.config import build_config
+    from tasks.translate import translate
+
+    options = dict(video=sample_video, langs="de", source_lang="en", out=tmp_path, cache_dir=tmp_path / "c")
+    config = build_config(**options)
+    out = tmp_path / "lines.de.json"
+    translate.fn(
+        "de", "en", plan_lines("Good morning.", "The boat is ready.", "We sail at dawn."), config, out
+    )
+    data = json.loads(out.read_text())
+    data["lines"][1]["text"] = "Das Boot ist bereit, sagte sie."  # the user's own German
+    out.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+    users = out.read_bytes()
+
+    # an edit that still belongs to its line is simply kept (today's per-line behaviour)
+    same = translate.fn(
+        "de", "en", plan_lines("Good morning.", "The boat is ready.", "We sail at dawn."), config, out
+    )
+    assert same[1].text == "Das Boot ist bereit, sagte sie." and same[1].edited
+
+    new_plan = plan_lines("Good morning.", "The ship is ready.", "We sail at dawn.")
+    with caplog.at_level(logging.WARNING, logger="qwen_dub"):
+        lines = translate.fn("de", "en", new_plan, config, out)
+    kept = json.loads(users)["lines"]
+    assert json.loads(out.read_text())["lines"][1]["text"] == kept[1]["text"]
+    assert [ln.text for ln in lines] == [e["text"] for e in kept]  # dubbed from the user's file
+    assert all(ln.edited for ln in lines)  # the user's words: never shortened, never rewritten
+    proposal = proposal_path(out)
+    assert [e["source"] for e in json.loads(proposal.read_text())["lines"]][1] == "The ship is ready."
+    warned = [r.getMessage() for r in caplog.records if "translation kept" in r.getMessage()]
+    assert len(warned) == 1 and "lines.de.proposed.json" in warned[0] and "lines 1" in warned[0]
+    before_adopt = out.read_bytes()
+
+    adopted = translate.fn("de", "en", new_plan, build_config(**options, adopt_proposal=True), out)
+    assert [ln.source for ln in adopted] == [ln.text for ln in new_plan]
+    assert json.loads(out.read_text())["lines"][1]["source"] == "The ship is ready."
+    assert replaced_path(out).read_bytes() == before_adopt
+    assert not proposal.exists()
+
+
+def test_a_speaker_the_user_re_voiced_stays_in_cast_json_when_the_plan_loses_them(tmp_path: Path) -> None:
+    """cast.json: the user gave S2 a voice; a new plan has only S1 (a proposal adopted, speakers merged):
+    the user's S2 entry stays in the file, and is used again when S2 comes back."""
+    import numpy as np
+    import soundfile as sf
+
+    from core.config import build_config
+    from tasks.cast import cast, read_cast
+    from tasks.segment import Line
+
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, np.zeros(16_000 * 8, dtype=np.float32), 16_000)
+    config = build_config(video=Path("media_samples/sample.mp4"), langs="de", out=tmp_path / "job")
+    two = [Line(0, 0.5, 2.0, "One.", speaker="S1"), Line(1, 3.0, 5.0, "Two.", speaker="S2")]
+    path = tmp_path / "cast.json"
+    cast.fn(config, two, speech, path)
+    data = json.loads(path.read_text())
+    data["speakers"]["S2"]["voices"]["api"] = "Kai"
+    path.write_text(json.dumps(data))
+
+    one = [Line(0, 0.5, 2.0, "One.", speaker="S1"), Line(1, 3.0, 5.0, "Two.", speaker="S1")]
+    cast.fn(config, one, speech, path)
+    assert read_cast(path)["S2"].voices["api"] == "Kai" and read_cast(path)["S2"].edited
+    back = cast.fn(config, two, speech, path)
+    assert back.voices["S2"] == "Kai"
