@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import InputError, UpstreamError
@@ -109,11 +110,23 @@ class DashScopeTextClient:
     returns the reply text or raises a classified UpstreamError."""
 
     def __init__(
-        self, *, model: str, region: str, rpm: int, concurrency: int, retry: Any, require_key: bool
+        self,
+        *,
+        model: str,
+        region: str,
+        rpm: int,
+        concurrency: int,
+        retry: Any,
+        require_key: bool,
+        journal: Path | None = None,
     ) -> None:
+        """`journal`: the folder where every reply is written down before it is used (core/journal.py), so a
+        job killed and resumed pays for no reply twice; None: no journal."""
+        from core.journal import journal_at
         from core.retry import RetryPolicy
         from models.pacing import global_limit_name, shared_limiter
 
+        self.journal = journal_at(journal) if journal is not None else None
         self.model = model
         self.region = region
         self.endpoint = Endpoint.for_region(region)
@@ -128,6 +141,12 @@ class DashScopeTextClient:
     def _generate(self, what: str, messages: list[dict[str, str]], **options: Any) -> str:
         from dashscope import Generation  # lazy: keeps --help fast
 
+        from core.files import content_key
+
+        key = content_key("text-answer", self.endpoint.http_base_url, self.model, messages, options)
+        earlier = self.journal.lookup(key) if self.journal is not None else None
+        if earlier is not None and isinstance(earlier.get("text"), str) and earlier["text"].strip():
+            return str(earlier["text"]).strip()  # paid for by a run that was killed before using it
         with self.limiter.slot():
             response: Any = Generation.call(
                 model=self.model,
@@ -145,4 +164,6 @@ class DashScopeTextClient:
             content = None
         if not isinstance(content, str) or not content.strip():
             raise UpstreamError(f"{what} came back empty", code="EmptyTranslation")
+        if self.journal is not None:  # written down before it is checked, cached or used
+            self.journal.record(key, "text", text=content, request_id=response.request_id or "")
         return content.strip()
