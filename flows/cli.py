@@ -326,7 +326,9 @@ def start_temporary_server_quietly() -> None:
         from prefect.server.api.server import SubprocessASGIServer
         from prefect.settings import PREFECT_API_URL
 
-        if PREFECT_API_URL.value():
+        from core.prefect_server import use_running_server
+
+        if PREFECT_API_URL.value() or use_running_server():  # a server already up: no start (issue 14)
             return
         server = SubprocessASGIServer()
         if server.running:
