@@ -9,19 +9,19 @@ We do not start a persistent server ourselves: a background process the user did
 outlive the command, hold a port and a database, and fail in ways a one-shot command should not.
 Start one once with `prefect server start` (README: Fast re-runs).
 
-Nothing changes when PREFECT_API_URL is set (the user chose a server) or when no server answers.
+Nothing changes when PREFECT_API_URL is set (the user chose a server), when no server answers, or with
+QWENDUB_REUSE_PREFECT_SERVER=off (the test suite sets it: a developer's server must not receive its runs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import urllib.error
 import urllib.request
 
 PROBE_TIMEOUT_S = 0.3  # a local server answers /health in milliseconds; nothing there fails at once
-_SETTINGS = contextlib.ExitStack()  # the settings context that points this process at the server
+REUSE_ENV = "QWENDUB_REUSE_PREFECT_SERVER"  # "off": always Prefect's temporary server (isolated tests)
 
 
 def local_server_url() -> str:
@@ -46,15 +46,17 @@ def server_answers(api_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
 def use_running_server() -> str | None:
     """Point this process's Prefect client at a server already running locally; its API URL, or None
     (PREFECT_API_URL already set, or no server running: Prefect's temporary server is used as before)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
+    if PREFECT_API_URL.value() or os.environ.get(REUSE_ENV, "auto").lower() in ("off", "0", "no", "false"):
         return None
     url = local_server_url()
     if not server_answers(url):
         return None
-    # Prefect read its settings at import: a settings context carries the URL for this process (kept
-    # open until exit), the environment for threads and subprocesses that build their own settings
-    _SETTINGS.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+    # Prefect read its settings at import into a process-global context, which every thread falls back
+    # on (task threads included: a context manager here would reach only this thread, and a task run's
+    # progress artifact would start a temporary server after all); subprocesses read the environment
     os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
     return url
