@@ -44,6 +44,14 @@ def run_cli(args: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tts-delay", type=float, default=0.0, metavar="S",
+        help="the loopback holds each TTS request this long (the real service takes seconds per line)",
+    )  # fmt: skip
+    options = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rerun-bench-"))
     port = free_port()
     env = {
@@ -69,6 +77,7 @@ def main() -> None:
         with LoopbackDashScope() as service:
             env["DASHSCOPE_HTTP_BASE_URL"] = service.base_http_api_url
             env["DASHSCOPE_API_KEY"] = service.api_key
+            service.delay("tts", options.tts_delay)
             first = run_cli(args, env)
             calls_first = service.count()
             service.reset()
@@ -82,6 +91,7 @@ def main() -> None:
         env["DASHSCOPE_API_KEY"] = service.api_key
         cold = run_cli(args, env)
         calls_cold = service.count()
+    print(f"loopback TTS delay: {options.tts_delay:.1f} s per request")
     print(f"first run (server up): {first:.1f} s, {calls_first} service requests")
     print(f"re-run, server up: {rerun:.1f} s ({rerun / first:.0%} of the first run), {calls_rerun} requests")
     print(f"re-run, no server (temporary server): {cold:.1f} s ({cold / first:.0%}), {calls_cold} requests")
