@@ -7,6 +7,7 @@ instead of raising; transport failures (connection refused, timeouts) raise requ
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +128,7 @@ class DashScopeTextClient:
         from models.pacing import global_limit_name, shared_limiter
 
         self.journal = journal_at(journal) if journal is not None else None
+        self._last_reply = threading.local()  # this thread's last reply key (forget_last_reply)
         self.model = model
         self.region = region
         self.endpoint = Endpoint.for_region(region)
@@ -138,12 +140,20 @@ class DashScopeTextClient:
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 
+    def forget_last_reply(self) -> None:
+        """The caller rejected the reply this thread got last (a refusal, no translation): it is retired
+        from the journal, so the next run asks again instead of being handed it back."""
+        key = getattr(self._last_reply, "key", None)
+        if self.journal is not None and key is not None:
+            self.journal.retire(key)
+
     def _generate(self, what: str, messages: list[dict[str, str]], **options: Any) -> str:
         from dashscope import Generation  # lazy: keeps --help fast
 
         from core.files import content_key
 
         key = content_key("text-answer", self.endpoint.http_base_url, self.model, messages, options)
+        self._last_reply.key = key
         earlier = self.journal.lookup(key) if self.journal is not None else None
         if earlier is not None and isinstance(earlier.get("text"), str) and earlier["text"].strip():
             return str(earlier["text"]).strip()  # paid for by a run that was killed before using it

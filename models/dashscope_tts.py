@@ -175,6 +175,9 @@ class DashScopeTTS:
             try:
                 audio = self._download(str(entry["url"]))
             except UpstreamError as exc:
+                if exc.code == "BadAudio":  # what it holds is no clip: ask again
+                    self.journal.retire(key)
+                    return None
                 if exc.code != "ResultUrlExpired":
                     raise
             else:
@@ -200,7 +203,12 @@ class DashScopeTTS:
                 key, "url", url=url, expires_at=response.output.audio.get("expires_at"),
                 request_id=response.request_id, characters=characters,
             )  # fmt: skip
-        audio = self._download(url)
+        try:
+            audio = self._download(url)
+        except UpstreamError as exc:
+            if exc.code == "BadAudio" and self.journal is not None:
+                self.journal.retire(key)  # not a usable answer: the retry asks again, never reuses it
+            raise
         return audio, characters
 
     def _read_stream(self, responses: Any, key: str) -> tuple[np.ndarray, int]:

@@ -248,7 +248,11 @@ class _LineTranslator:
         if text is not None:
             return text, True
         text = " ".join(self._call(line, context, keep).split())
-        check_translation(line, text, self.source, self.target)
+        try:
+            check_translation(line, text, self.source, self.target)
+        except UpstreamError:
+            reject(self.translator)
+            raise
         self.cache.put(key, text)
         return text, False
 
@@ -285,6 +289,14 @@ def forceable(items: list[Item]) -> list[Item]:
     a legitimate exonym (London -> Londres) the checker does not know: forcing it would make the line
     worse, so it is only reported."""
     return [item for item in items if item.kind != "name" or is_strict_name(item.surface)]
+
+
+def reject(translator: Any) -> None:
+    """A reply failed the checks: an engine that journals its replies (core/journal.py) forgets it, so a
+    re-run asks again instead of being handed the same reply."""
+    forget = getattr(translator, "forget_last_reply", None)
+    if forget is not None:
+        forget()
 
 
 def check_translation(line: Line, text: str, source: Language | None, target: Language) -> None:
@@ -451,7 +463,11 @@ def _translate_batched(
                 ) from None
             for i, text in zip(todo, results, strict=True):
                 text = " ".join(text.split())
-                check_translation(lines[i], text, source, target)
+                try:
+                    check_translation(lines[i], text, source, target)
+                except UpstreamError:
+                    reject(translator)
+                    raise
                 cache.put(keys[i], text)
                 texts[i] = text
         return {i: str(t) for i, t in texts.items()}, len(todo)

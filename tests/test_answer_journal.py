@@ -106,3 +106,47 @@ def test_a_line_torn_by_a_crash_is_ignored(tmp_path: Path) -> None:
     assert fresh.lookup("b") is None
     fresh.record("c", "text", text="three")  # appends after the torn line still parse
     assert AnswerJournal(tmp_path).lookup("c")["text"] == "three"
+
+
+def test_a_rejected_translation_is_asked_again_not_handed_back(
+    dashscope_server: LoopbackDashScope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply the checks reject (a refusal, the source echoed) fails the job with "re-run to try again":
+    the journal must not hand the same reply back to that re-run."""
+    import tasks.translate as translate_stage
+    from core.errors import UpstreamError
+    from tasks.segment import Line
+    from tasks.translate import TranslationCache, translate_lines
+
+    en, ja = get_language("en"), get_language("ja")
+    lines = [Line(0, 0.0, 2.0, TEXT)]
+    mt = QwenMTTranslator(retry=FAST, journal=tmp_path / "j")
+    with monkeypatch.context() as patched, pytest.raises(UpstreamError, match="not usable"):
+        patched.setattr(translate_stage, "refusal_reason", lambda *a: "an assistant's refusal")
+        translate_lines(lines, en, ja, mt, TranslationCache(tmp_path / "c"), 1)
+    new_process()
+    again = QwenMTTranslator(retry=FAST, journal=tmp_path / "j")
+    translated, stats = translate_lines(lines, en, ja, again, TranslationCache(tmp_path / "c"), 1)
+    assert dashscope_server.count("mt") == 2 and stats["calls"] == 1
+    assert translated[0].text
+
+
+def test_audio_that_is_no_clip_is_asked_again_not_reused(
+    dashscope_server: LoopbackDashScope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.dashscope_tts as tts_module
+    from core.errors import UpstreamError
+
+    real = tts_module.decode_verified_wav
+    calls = {"n": 0}
+
+    def first_download_is_empty(data: bytes, rate: int) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise UpstreamError("downloaded audio is empty", code="BadAudio", transient=True)
+        return real(data, rate)
+
+    monkeypatch.setattr(tts_module, "decode_verified_wav", first_download_is_empty)
+    clip = DashScopeTTS(retry=FAST, journal=tmp_path / "j").synthesize(TEXT, get_language("en"))
+    assert clip.audio.size > 0
+    assert dashscope_server.count("tts") == 2  # the bad answer was not served back to the retry
