@@ -325,3 +325,37 @@ def test_a_speaker_the_user_re_voiced_stays_in_cast_json_when_the_plan_loses_the
     assert read_cast(path)["S2"].voices["api"] == "Kai" and read_cast(path)["S2"].edited
     back = cast.fn(config, two, speech, path)
     assert back.voices["S2"] == "Kai"
+
+
+@pytest.mark.e2e
+def test_through_the_flow_an_edited_plan_survives_another_asr_model_and_adoption_works(
+    prefect_harness,
+    sample_video: Path,
+    tiny_en_model: Path,
+    other_model: Path,
+    tmp_path: Path,
+    dashscope_server,
+) -> None:
+    """The whole job (real Prefect flow, loopback DashScope): --asr-model changes under an edited plan."""
+    from core.config import build_config
+    from flows.dub import dub
+
+    options = dict(
+        video=sample_video, langs="de", out=tmp_path / "out", cache_dir=tmp_path / "cache", separator="none",
+        source_lang="en", retry_base_delay_s=0.01,
+    )  # fmt: skip
+    dub(build_config(**options, asr_model=str(tiny_en_model)))
+    plan = tmp_path / "out" / "segments.json"
+    users = edit(plan)
+    german = tmp_path / "out" / "lines.de.json"
+
+    dub(build_config(**options, asr_model=str(other_model)))
+    assert plan.read_bytes() == users
+    assert json.loads(german.read_text())["lines"][0]["source"] == "Words the user wrote."
+    proposal = proposal_path(plan)
+    proposed = json.loads(proposal.read_text())
+
+    dub(build_config(**options, asr_model=str(other_model), adopt_proposal=True))
+    assert json.loads(plan.read_text()) == proposed
+    assert replaced_path(plan).read_bytes() == users
+    assert json.loads(german.read_text())["lines"][0]["source"] == proposed["lines"][0]["text"]
