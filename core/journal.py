@@ -4,7 +4,9 @@ A job killed (SIGKILL, power loss) after DashScope answered a request but before
 clip or translation caches would pay for it again on resume. So every answer is first appended to
 `<cache>/journal/answers.jsonl` (one JSON line, `os.fsync`ed) keyed by a hash of the request: the result
 URL with its expiry, or the streamed audio (written to `audio/<key>.pcm` and fsynced first), or the reply
-text. A resumed job looks a request up before sending it and uses the answer it already paid for.
+text. A resumed job looks a request up before sending it and uses the answer it already paid for. Once
+an answer has been handed on to what stores it (the clip cache, the translation cache), it is retired:
+the journal holds only answers a crash could otherwise lose, and is no second cache.
 
 Answers older than ANSWER_TTL_S are ignored (and their audio files deleted): DashScope's result URLs live
 24 hours (`expires_at`), and an answer that old belongs to a job that was not resumed. The journal holds
@@ -47,8 +49,12 @@ class AnswerJournal:
 
     def record(self, key: str, kind: str, **fields: Any) -> None:
         """Append one answer and fsync it: when this returns, a kill cannot lose it."""
-        entry = {"key": key, "kind": kind, "at": time.time(), **fields}
-        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        self._append([{"key": key, "kind": kind, "at": time.time(), **fields}], durable=True)
+
+    def _append(self, entries: list[dict[str, Any]], durable: bool) -> None:
+        line = b"".join(
+            (json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n").encode() for e in entries
+        )
         with self._lock:
             new = not self.path.exists()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -57,14 +63,16 @@ class AnswerJournal:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # a line torn by a crash stays alone (and is skipped on reading)
-                os.write(fd, line)  # one write of a whole line: appends from several processes never mix
-                os.fsync(fd)
+                os.write(fd, line)  # one write of whole lines: appends from several processes never mix
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
-            if new:
+            if new and durable:
                 _fsync_dir(self.root)  # the file's own directory entry survives a crash too
             if self._index is not None:
-                self._index[key] = entry
+                for entry in entries:
+                    self._index[str(entry["key"])] = entry
 
     def record_audio(self, key: str, pcm: bytes, **fields: Any) -> None:
         """Streamed audio: the bytes to their own file (fsynced, renamed into place), then the record."""
@@ -82,9 +90,13 @@ class AnswerJournal:
         _fsync_dir(folder)
         self.record(key, "audio", file=target.name, **fields)
 
-    def retire(self, key: str) -> None:
-        """The answer for `key` cannot be used (its URL expired): the next lookup finds nothing."""
-        self.record(key, SPENT)
+    def retire(self, *keys: str) -> None:
+        """The answers for `keys` are done with: handed on to what stores them (the clip or translation
+        cache), or unusable (an expired URL, audio that is no clip, a rejected reply). The next lookup
+        finds nothing. Not fsynced: losing this line costs at most one answer served twice, never a
+        payment."""
+        now = time.time()
+        self._append([{"key": key, "kind": SPENT, "at": now} for key in keys], durable=False)
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -140,9 +140,10 @@ class DashScopeTextClient:
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 
-    def forget_last_reply(self) -> None:
-        """The caller rejected the reply this thread got last (a refusal, no translation): it is retired
-        from the journal, so the next run asks again instead of being handed it back."""
+    def retire_last_reply(self) -> None:
+        """The reply this thread got last is stored (translation cache) or rejected (a refusal, no
+        translation): it is retired from the journal, which keeps only replies a crash could lose (and
+        never hands a rejected one back to a re-run)."""
         key = getattr(self._last_reply, "key", None)
         if self.journal is not None and key is not None:
             self.journal.retire(key)

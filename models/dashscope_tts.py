@@ -21,7 +21,7 @@ import soundfile as sf
 
 from core.errors import ConfigError, UpstreamError
 from core.files import content_key
-from core.journal import journal_at
+from core.journal import AnswerJournal, journal_at
 from core.languages import Language
 from core.retry import CallStats, RetryPolicy, call_with_retries
 from models.base import SynthesizedClip
@@ -43,6 +43,8 @@ URL_MARGIN_S = 60  # a journaled result URL this close to `expires_at` is not wo
 class DashScopeTTS:
     """SpeechSynthesizer for DashScope Qwen TTS: one catalogue voice per request (`voice=None` speaks
     with the default voice given here)."""
+
+    journal: AnswerJournal | None = None  # subclasses that set their own attributes start without one
 
     def __init__(
         self,
@@ -110,6 +112,8 @@ class DashScopeTTS:
             audio_parts.append(audio)
             billed += characters
         audio = np.concatenate(audio_parts) if len(audio_parts) > 1 else audio_parts[0]
+        if self.journal is not None:  # handed on now (the stage caches it at once): no longer the journal's
+            self.journal.retire(*(self.answer_key(piece, language, voice_name) for piece in pieces))
         return SynthesizedClip(
             audio=audio,
             sample_rate=SAMPLE_RATE,

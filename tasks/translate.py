@@ -250,10 +250,9 @@ class _LineTranslator:
         text = " ".join(self._call(line, context, keep).split())
         try:
             check_translation(line, text, self.source, self.target)
-        except UpstreamError:
-            reject(self.translator)
-            raise
-        self.cache.put(key, text)
+            self.cache.put(key, text)
+        finally:
+            settle_reply(self.translator)
         return text, False
 
     def __call__(self, line: Line, context: list[tuple[str, str]]) -> _Outcome:
@@ -291,12 +290,12 @@ def forceable(items: list[Item]) -> list[Item]:
     return [item for item in items if item.kind != "name" or is_strict_name(item.surface)]
 
 
-def reject(translator: Any) -> None:
-    """A reply failed the checks: an engine that journals its replies (core/journal.py) forgets it, so a
-    re-run asks again instead of being handed the same reply."""
-    forget = getattr(translator, "forget_last_reply", None)
-    if forget is not None:
-        forget()
+def settle_reply(translator: Any) -> None:
+    """The reply just got is cached or rejected: an engine that journals its replies (core/journal.py)
+    retires it, so the journal never hands a rejected reply back to a re-run."""
+    retire = getattr(translator, "retire_last_reply", None)
+    if retire is not None:
+        retire()
 
 
 def check_translation(line: Line, text: str, source: Language | None, target: Language) -> None:
@@ -463,11 +462,7 @@ def _translate_batched(
                 ) from None
             for i, text in zip(todo, results, strict=True):
                 text = " ".join(text.split())
-                try:
-                    check_translation(lines[i], text, source, target)
-                except UpstreamError:
-                    reject(translator)
-                    raise
+                check_translation(lines[i], text, source, target)
                 cache.put(keys[i], text)
                 texts[i] = text
         return {i: str(t) for i, t in texts.items()}, len(todo)

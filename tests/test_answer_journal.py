@@ -150,3 +150,12 @@ def test_audio_that_is_no_clip_is_asked_again_not_reused(
     clip = DashScopeTTS(retry=FAST, journal=tmp_path / "j").synthesize(TEXT, get_language("en"))
     assert clip.audio.size > 0
     assert dashscope_server.count("tts") == 2  # the bad answer was not served back to the retry
+
+
+def test_an_answer_handed_on_is_retired_the_journal_is_no_second_cache(
+    dashscope_server: LoopbackDashScope, tmp_path: Path
+) -> None:
+    DashScopeTTS(retry=FAST, journal=tmp_path / "j").synthesize(TEXT, get_language("en"))
+    new_process()
+    DashScopeTTS(retry=FAST, journal=tmp_path / "j").synthesize(TEXT, get_language("en"))
+    assert dashscope_server.count("tts") == 2  # asked again: the clip cache, not the journal, reuses clips
