@@ -300,7 +300,9 @@ def test_translations_the_user_wrote_for_lines_the_plan_lost_are_kept(
     assert not proposal.exists()
 
 
-def test_a_speaker_the_user_re_voiced_stays_in_cast_json_when_the_plan_loses_them(tmp_path: Path) -> None:
+def test_a_speaker_the_user_re_voiced_stays_in_cast_json_when_the_plan_loses_them(
+    sample_video: Path, tmp_path: Path
+) -> None:
     """cast.json: the user gave S2 a voice; a new plan has only S1 (a proposal adopted, speakers merged):
     the user's S2 entry stays in the file, and is used again when S2 comes back."""
     import numpy as np
@@ -312,7 +314,7 @@ def test_a_speaker_the_user_re_voiced_stays_in_cast_json_when_the_plan_loses_the
 
     speech = tmp_path / "speech.wav"
     sf.write(speech, np.zeros(16_000 * 8, dtype=np.float32), 16_000)
-    config = build_config(video=Path("media_samples/sample.mp4"), langs="de", out=tmp_path / "job")
+    config = build_config(video=sample_video, langs="de", out=tmp_path / "job")
     two = [Line(0, 0.5, 2.0, "One.", speaker="S1"), Line(1, 3.0, 5.0, "Two.", speaker="S2")]
     path = tmp_path / "cast.json"
     cast.fn(config, two, speech, path)
