@@ -373,7 +373,7 @@ def users_plan(out_json: Path) -> str:
     if not out_json.is_file():
         return ""
     if edited_by_user(out_json):
-        return "changed since the job wrote it"
+        return "changed since the job wrote it, or written before edits were tracked"
     edited = translations_edited(out_json.parent)
     return f"your translations in {', '.join(edited)} belong to it" if edited else ""
 
