@@ -202,6 +202,7 @@ def api_clone_synthesizer(
             retry=retry,
             require_key=require_key and create,
             route=route,
+            journal=cache_dir / "journal",
         )
 
     if not create:

@@ -327,6 +327,13 @@ class DubConfig(BaseModel):
         "(estimate.json); no paid call",
         json_schema_extra=cli(),
     )
+    adopt_proposal: bool = Field(
+        default=False,
+        description="take the new plan where your edited segments.json or lines.LANG.json was kept "
+        "against changed inputs (segments.proposed.json, lines.LANG.proposed.json); yours is kept as "
+        "*.replaced.json",
+        json_schema_extra=cli(),
+    )
     budget: float | None = Field(
         default=None,
         gt=0,

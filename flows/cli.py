@@ -323,6 +323,10 @@ def start_temporary_server_quietly() -> None:
     job arrive as it stops) would follow the one-line error. Start it now with its stderr on /dev/null
     (--debug keeps it on the terminal); the flow then uses this instance (Prefect keeps one per process)."""
     try:
+        from core.prefect_server import use_running_server
+
+        if use_running_server():  # a server already up: no start, not even its 2.7 s import (issue 14)
+            return
         from prefect.server.api.server import SubprocessASGIServer
         from prefect.settings import PREFECT_API_URL
 

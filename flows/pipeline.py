@@ -285,7 +285,7 @@ def run_job(config: DubConfig) -> DubResult:
                 )  # fmt: skip
         with clock.stage("segment"):
             source_lang, lines, _plan_key = segment(
-                transcript, transcript_key, speech, job.segments, turns, turns_key
+                transcript, transcript_key, speech, job.segments, turns, turns_key, config.adopt_proposal
             )
     check_line_voices(config, [ln.voice for ln in lines if ln.voice])  # an edited plan, before paying
     with clock.stage("cast"):  # every speaker's voice: --cast, cast.json edits, registry, --voice, auto

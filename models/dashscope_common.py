@@ -7,7 +7,9 @@ instead of raising; transport failures (connection refused, timeouts) raise requ
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import InputError, UpstreamError
@@ -109,11 +111,24 @@ class DashScopeTextClient:
     returns the reply text or raises a classified UpstreamError."""
 
     def __init__(
-        self, *, model: str, region: str, rpm: int, concurrency: int, retry: Any, require_key: bool
+        self,
+        *,
+        model: str,
+        region: str,
+        rpm: int,
+        concurrency: int,
+        retry: Any,
+        require_key: bool,
+        journal: Path | None = None,
     ) -> None:
+        """`journal`: the folder where every reply is written down before it is used (core/journal.py), so a
+        job killed and resumed pays for no reply twice; None: no journal."""
+        from core.journal import journal_at
         from core.retry import RetryPolicy
         from models.pacing import global_limit_name, shared_limiter
 
+        self.journal = journal_at(journal) if journal is not None else None
+        self._last_reply = threading.local()  # this thread's last reply key (forget_last_reply)
         self.model = model
         self.region = region
         self.endpoint = Endpoint.for_region(region)
@@ -125,9 +140,24 @@ class DashScopeTextClient:
         # checked at construction so a job fails before work; dry runs (cost estimates) need no key
         self._api_key = api_key_from_env() if require_key else None
 
+    def retire_last_reply(self) -> None:
+        """The reply this thread got last is stored (translation cache) or rejected (a refusal, no
+        translation): it is retired from the journal, which keeps only replies a crash could lose (and
+        never hands a rejected one back to a re-run)."""
+        key = getattr(self._last_reply, "key", None)
+        if self.journal is not None and key is not None:
+            self.journal.retire(key)
+
     def _generate(self, what: str, messages: list[dict[str, str]], **options: Any) -> str:
         from dashscope import Generation  # lazy: keeps --help fast
 
+        from core.files import content_key
+
+        key = content_key("text-answer", self.endpoint.http_base_url, self.model, messages, options)
+        self._last_reply.key = key
+        earlier = self.journal.lookup(key) if self.journal is not None else None
+        if earlier is not None and isinstance(earlier.get("text"), str) and earlier["text"].strip():
+            return str(earlier["text"]).strip()  # paid for by a run that was killed before using it
         with self.limiter.slot():
             response: Any = Generation.call(
                 model=self.model,
@@ -145,4 +175,6 @@ class DashScopeTextClient:
             content = None
         if not isinstance(content, str) or not content.strip():
             raise UpstreamError(f"{what} came back empty", code="EmptyTranslation")
+        if self.journal is not None:  # written down before it is checked, cached or used
+            self.journal.record(key, "text", text=content, request_id=response.request_id or "")
         return content.strip()

@@ -11,6 +11,8 @@ import base64
 import functools
 import io
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,8 @@ import requests
 import soundfile as sf
 
 from core.errors import ConfigError, UpstreamError
+from core.files import content_key
+from core.journal import AnswerJournal, journal_at
 from core.languages import Language
 from core.retry import CallStats, RetryPolicy, call_with_retries
 from models.base import SynthesizedClip
@@ -33,11 +37,14 @@ SAMPLE_RATE = 24_000  # Hz: qwen3-tts-flash returns 24 kHz mono (WAV by URL, PCM
 MAX_REQUEST_CHARS = 600  # per-request `input.text` limit of the flash models
 DOWNLOAD_TIMEOUT_S = 60.0
 DEFAULT_TTS_MODEL = "qwen3-tts-flash-2025-11-27"  # snapshot-pinned; the bare alias may move
+URL_MARGIN_S = 60  # a journaled result URL this close to `expires_at` is not worth trying
 
 
 class DashScopeTTS:
     """SpeechSynthesizer for DashScope Qwen TTS: one catalogue voice per request (`voice=None` speaks
     with the default voice given here)."""
+
+    journal: AnswerJournal | None = None  # subclasses that set their own attributes start without one
 
     def __init__(
         self,
@@ -52,8 +59,12 @@ class DashScopeTTS:
         retry: RetryPolicy | None = None,
         require_key: bool = True,
         route: str = API,
+        journal: Path | None = None,
     ) -> None:
+        """`journal`: the folder where every answer is written down before it is used (core/journal.py),
+        so a job killed mid-flight and resumed pays for no answer twice; None: no journal."""
         self.route = route
+        self.journal = journal_at(journal) if journal is not None else None
         self.model = model
         self.voice = resolve_voice(voice, model).name
         if instructions and model not in INSTRUCT_MODELS:
@@ -101,6 +112,8 @@ class DashScopeTTS:
             audio_parts.append(audio)
             billed += characters
         audio = np.concatenate(audio_parts) if len(audio_parts) > 1 else audio_parts[0]
+        if self.journal is not None:  # handed on now (the stage caches it at once): no longer the journal's
+            self.journal.retire(*(self.answer_key(piece, language, voice_name) for piece in pieces))
         return SynthesizedClip(
             audio=audio,
             sample_rate=SAMPLE_RATE,
@@ -125,27 +138,87 @@ class DashScopeTTS:
             kwargs["instructions"] = self.instructions
         return kwargs
 
+    def answer_key(self, text: str, language: Language, voice: str) -> str:
+        """The journal's key of one request: everything that decides the answer (never the key itself)."""
+        return content_key(
+            "tts-answer", self.endpoint.http_base_url, self.model, voice, language.name, text,
+            self.instructions or "", self.stream,
+        )  # fmt: skip
+
     def _request(self, text: str, language: Language, voice: str) -> tuple[np.ndarray, int]:
         from dashscope import MultiModalConversation  # lazy: keeps --help fast
 
+        key = self.answer_key(text, language, voice)
+        recovered = self._recover(key)
+        if recovered is not None:
+            return recovered
         with self.limiter.slot():
             response = MultiModalConversation.call(**self._call_kwargs(text, language, voice))
             if self.stream:
-                return self._read_stream(response)
-            return self._read_single(response)
+                return self._read_stream(response, key)
+            return self._read_single(response, key)
 
-    def _read_single(self, response: Any) -> tuple[np.ndarray, int]:
+    def _recover(self, key: str) -> tuple[np.ndarray, int] | None:
+        """An answer to this very request that an earlier (killed) run was given and paid for: its
+        streamed audio, or its result URL downloaded now. An expired URL cannot be downloaded: then the
+        request is made again (and paid again), and the log says so."""
+        entry = self.journal.lookup(key) if self.journal is not None else None
+        if entry is None or self.journal is None:
+            return None
+        characters = int(entry.get("characters", 0))
+        request_id = entry.get("request_id", "")
+        if entry["kind"] == "audio":
+            pcm = self.journal.audio(entry)
+            if pcm:
+                log.info("tts answer recovered from the journal request=%s (not paid again)", request_id)
+                return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, characters
+            return None
+        if entry["kind"] != "url":
+            return None
+        if float(entry.get("expires_at") or 0) > time.time() + URL_MARGIN_S:
+            try:
+                audio = self._download(str(entry["url"]))
+            except UpstreamError as exc:
+                if exc.code == "BadAudio":  # what it holds is no clip: ask again
+                    self.journal.retire(key)
+                    return None
+                if exc.code != "ResultUrlExpired":
+                    raise
+            else:
+                log.info("tts answer recovered from the journal request=%s (not paid again)", request_id)
+                return audio, characters
+        log.warning(
+            "tts: the result URL of an answer paid before a crash has expired (request %s): requesting the "
+            "line again",
+            request_id,
+        )
+        self.journal.retire(key)
+        return None
+
+    def _read_single(self, response: Any, key: str) -> tuple[np.ndarray, int]:
         if response.status_code != 200:
             raise upstream_error("speech synthesis", response)
         url = response.output.audio.url
         if not url:
             raise UpstreamError("speech synthesis returned no audio URL", code="NoAudio")
-        audio = self._download(url)
-        return audio, int(_usage_characters(response))
+        characters = int(_usage_characters(response))
+        if self.journal is not None:  # written down before the download: a kill now loses nothing paid
+            self.journal.record(
+                key, "url", url=url, expires_at=response.output.audio.get("expires_at"),
+                request_id=response.request_id, characters=characters,
+            )  # fmt: skip
+        try:
+            audio = self._download(url)
+        except UpstreamError as exc:
+            if exc.code == "BadAudio" and self.journal is not None:
+                self.journal.retire(key)  # not a usable answer: the retry asks again, never reuses it
+            raise
+        return audio, characters
 
-    def _read_stream(self, responses: Any) -> tuple[np.ndarray, int]:
+    def _read_stream(self, responses: Any, key: str) -> tuple[np.ndarray, int]:
         chunks: list[bytes] = []
         characters = 0
+        request_id = ""
         finished = False
         for part in responses:
             if part.status_code != 200:
@@ -156,13 +229,17 @@ class DashScopeTTS:
             if part.output and part.output.finish_reason == "stop":
                 finished = True
                 characters = int(_usage_characters(part))
+                request_id = part.request_id or ""
         if not finished:
             raise UpstreamError(
                 "speech synthesis stream ended before completion", code="StreamTruncated", transient=True
             )
-        pcm = np.frombuffer(b"".join(chunks), dtype="<i2")
-        if pcm.size == 0:
+        data = b"".join(chunks)
+        if not data:
             raise UpstreamError("speech synthesis stream carried no audio", code="NoAudio", transient=True)
+        if self.journal is not None:  # the whole stream has arrived: written down before it is used
+            self.journal.record_audio(key, data, request_id=request_id, characters=characters)
+        pcm = np.frombuffer(data, dtype="<i2")
         return pcm.astype(np.float32) / 32768.0, characters
 
     def _download(self, url: str) -> np.ndarray:

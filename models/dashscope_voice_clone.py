@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, InputError, UpstreamError
+from core.journal import journal_at
 from core.retry import TRANSPORT_ERRORS, RetryPolicy, call_with_retries
 from models.dashscope_common import Endpoint, api_key_from_env, upstream_error
 from models.dashscope_tts import DashScopeTTS
@@ -176,8 +177,10 @@ class DashScopeCloneTTS(DashScopeTTS):
         retry: RetryPolicy | None = None,
         require_key: bool = True,
         route: str = API,
+        journal: Path | None = None,
     ) -> None:
         self.route = route
+        self.journal = journal_at(journal) if journal is not None else None  # see DashScopeTTS
         if model not in VC_MODELS:
             raise ConfigError(f"{model!r} is not a voice-cloning model; use {VC_MODEL}")
         if not voice or not voice.strip():

@@ -9,6 +9,7 @@ way of showing it the neighbouring lines) and `domains` (an English style hint).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from core.languages import Language
@@ -39,10 +40,12 @@ class QwenMTTranslator(DashScopeTextClient):
         terms: dict[str, dict[str, str]] | None = None,
         domain: str | None = None,
         route: str = API,
+        journal: Path | None = None,
     ) -> None:
         super().__init__(
-            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
-        )
+            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry,
+            require_key=require_key, journal=journal,
+        )  # fmt: skip
         self.route = route
         self.terms = terms or {}  # target code -> {source term: target term}
         self.domain = DEFAULT_DOMAIN if domain is None else domain.strip()

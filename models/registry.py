@@ -137,6 +137,7 @@ def _dashscope_tts(config: DubConfig, require_key: bool) -> SpeechSynthesizer:
         model=config.tts_model, voice=config.voice or "Cherry", region=config.region, stream=config.stream,
         instructions=config.instructions, rpm=config.tts_rpm, concurrency=config.concurrency,
         retry=RetryPolicy.of(config), require_key=require_key, route=API,
+        journal=config.cache_dir / "journal",
     )  # fmt: skip
 
 
@@ -306,7 +307,7 @@ def _qwen_mt(config: DubConfig, require_key: bool) -> Translator:
     return QwenMTTranslator(
         model=config.mt_model, region=config.region, rpm=config.mt_rpm, concurrency=config.concurrency,
         retry=RetryPolicy.of(config), require_key=require_key, terms=_glossary_terms(config),
-        domain=config.mt_domain, route=API,
+        domain=config.mt_domain, route=API, journal=config.cache_dir / "journal",
     )  # fmt: skip
 
 
@@ -317,6 +318,7 @@ def _dashscope_shortener(config: DubConfig, require_key: bool) -> Shortener:
     return DashScopeShortener(
         model=config.shorten_model or DEFAULT_SHORTEN_MODEL, region=config.region, rpm=config.mt_rpm,
         concurrency=config.concurrency, retry=RetryPolicy.of(config), require_key=require_key,
+        journal=config.cache_dir / "journal",
     )  # fmt: skip
 
 

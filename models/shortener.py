@@ -8,6 +8,7 @@ with the tighter budget in its prompt.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import UpstreamError
@@ -65,11 +66,13 @@ class DashScopeShortener(DashScopeTextClient):
         retry: RetryPolicy | None = None,
         require_key: bool = True,
         route: str = API,
+        journal: Path | None = None,
     ) -> None:
         self.route = route
         super().__init__(
-            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry, require_key=require_key
-        )
+            model=model, region=region, rpm=rpm, concurrency=concurrency, retry=retry,
+            require_key=require_key, journal=journal,
+        )  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
         return {"route": self.route, "model": self.model, "prompt": PROMPT_VERSION}

@@ -35,7 +35,7 @@ from prefect import task
 
 from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError
-from core.files import content_key, read_json, write_json_atomic
+from core.files import content_key, is_fresh, mark_fresh, read_json, write_json_atomic
 from core.progress import stage_logger
 from models.registry import VoiceInfo, tts_engine
 from tasks.media import STAGE
@@ -324,6 +324,19 @@ def read_cast(path: Path) -> dict[str, CastEntry]:
     return entries
 
 
+def kept_with_edits(
+    entries: Mapping[str, CastEntry], previous: Mapping[str, CastEntry]
+) -> dict[str, CastEntry]:
+    """What cast.json gets: the job's entries, plus every speaker the user edited that the plan no longer
+    has (a plan rebuilt or adopted under other speakers): an edit is never dropped from the file, and
+    comes back into use when the speaker does."""
+    out = dict(entries)
+    for speaker, entry in previous.items():
+        if speaker not in out and entry.edited:
+            out[speaker] = entry
+    return out
+
+
 def cast_path(config: DubConfig) -> Path:
     return config.out_dir / CAST_FILE
 
@@ -470,6 +483,30 @@ def decide_cast(
     return Casting({s: decided[s] for s in voiced}, entries, warnings)
 
 
+def cached_estimates(speech: Path, lines: Sequence[Line]) -> dict[str, SpeakerEstimate]:
+    """estimate_speakers, kept in `<speech>.speakers.json` under a key of the speech file (size and
+    modification time: it is rewritten only when its own inputs change) and each speaker's line spans,
+    so a re-run does not measure pitch again (pYIN and librosa's import: about 3 s of a re-run)."""
+    if not lines:
+        return estimate_speakers(np.zeros(0, dtype=np.float32), 16_000, lines)
+    stat = speech.stat()
+    spans = [(ln.speaker, round(ln.start, 3), round(ln.end, 3)) for ln in lines]
+    key = content_key(
+        "speakers-v1", str(speech.resolve()), stat.st_size, stat.st_mtime_ns, spans, PITCH_SAMPLE_S
+    )
+    store = speech.with_name(f"{speech.stem}.speakers.json")
+    if is_fresh(store, key):
+        try:
+            return {s: SpeakerEstimate(**e) for s, e in read_json(store).items()}
+        except (OSError, ValueError, TypeError):
+            pass
+    audio, rate = load_speech(speech)
+    estimates = estimate_speakers(audio, rate, lines)
+    write_json_atomic(store, {s: asdict(e) for s, e in estimates.items()})
+    mark_fresh(store, key)
+    return estimates
+
+
 @task(name="cast", **STAGE)
 def cast(config: DubConfig, lines: list[Line], speech: Path, cast_file: Path) -> Casting:
     """The job's cast (see the module docstring): measures each speaker on `speech` (the separated
@@ -485,15 +522,15 @@ def cast(config: DubConfig, lines: list[Line], speech: Path, cast_file: Path) ->
         from tasks.cast_registry import load_registry
 
         people = load_registry(config.cast_registry)
-    audio, rate = load_speech(speech) if lines else (np.zeros(0, dtype=np.float32), 16_000)
-    estimates = estimate_speakers(audio, rate, lines)
+    estimates = cached_estimates(speech, lines)
     matches = None
     if people:
         from tasks.cast_registry import match_speakers, speaker_prints
 
+        audio, rate = load_speech(speech)
         matches = match_speakers(speaker_prints(audio, rate, lines), people)
     casting = decide_cast(config, lines, estimates, previous, matches)
-    write_json_atomic(cast_file, cast_to_json(casting.entries))
+    write_json_atomic(cast_file, cast_to_json(kept_with_edits(casting.entries, previous)))
     for speaker, entry in casting.entries.items():
         log.info(
             "cast speaker=%s lines=%d seconds=%.1f f0_hz=%s sex=%s voice=%s chosen_by=%s%s",

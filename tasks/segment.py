@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from core.edits import adopt_proposal, drop_proposal, edited_by_user, proposal_path, write_editable
 from core.errors import InputError
 from core.files import content_key, is_fresh, mark_fresh, write_json_atomic
 from core.progress import stage_logger
@@ -352,6 +353,79 @@ def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
     return resample_poly(mono, rate // g, src // g).astype(np.float32) if src != rate else mono
 
 
+def plan_lines_key(lines: list[Line]) -> str:
+    """What the rest of the job depends on in a plan (its lines' times and texts)."""
+    return content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
+
+
+def translations_edited(job_root: Path) -> list[str]:
+    """The lines.<lang>.json files in the job folder that hold the user's own translations: their lines
+    belong to the plan as it is, so that plan is the user's too."""
+    from tasks.translate import holds_edits
+
+    return sorted(
+        path.name for path in job_root.glob("lines.*.json") if path.stem.count(".") == 1 and holds_edits(path)
+    )
+
+
+def users_plan(out_json: Path) -> str:
+    """Why segments.json is the user's plan ("" when it is the job's own, free to rebuild)."""
+    if not out_json.is_file():
+        return ""
+    if edited_by_user(out_json):
+        return "changed since the job wrote it, or written before edits were tracked"
+    edited = translations_edited(out_json.parent)
+    return f"your translations in {', '.join(edited)} belong to it" if edited else ""
+
+
+def build_plan(transcript: Transcript, vocals: Path, turns: list[Turn] | None, several: bool) -> list[Line]:
+    """The line plan from the transcript (and speaker turns): what segments.json gets when it is ours."""
+    words = usable_words(transcript)
+    if not words:
+        raise InputError("no usable speech found (only silence, music or hallucinated text)")
+    lines = build_lines(words, transcript.duration)
+    refine_line_edges(lines, load_mono(vocals), ANALYSIS_RATE, transcript.duration)
+    if several:
+        from tasks.diarize import assign_speakers, split_lines_at_speaker_changes
+
+        assert turns is not None
+        speakers = assign_speakers(words, turns)
+        lines = split_lines_at_speaker_changes(
+            lines, list(zip(words, speakers, strict=True)), transcript.duration
+        )
+    return lines
+
+
+def keep_or_propose(out_json: Path, key: str, make: Any, adopt: bool, why_users: str) -> None:
+    """segments.json holds the user's plan and upstream changed (`key` is not its key): the user's plan is
+    kept and the new one written beside it (segments.proposed.json, made once per key by `make()`, which
+    returns the plan's JSON); `adopt` (--adopt-proposal) takes the proposal instead."""
+    log = stage_logger()
+    proposal = proposal_path(out_json)
+    if not is_fresh(proposal, key):
+        write_json_atomic(proposal, make())
+        mark_fresh(proposal, key)
+    if adopt:
+        kept = adopt_proposal(out_json)
+        mark_fresh(out_json, key)
+        log.warning("segment plan: adopted %s (yours is kept as %s)", proposal.name, kept.name)
+        return
+    _, mine = load_plan(out_json)
+    _, theirs = load_plan(proposal)
+    if plan_lines_key(mine) == plan_lines_key(theirs) and [ln.speaker for ln in mine] == [
+        ln.speaker for ln in theirs
+    ]:
+        drop_proposal(out_json)  # the new plan is the user's plan: nothing to propose
+        mark_fresh(out_json, key)
+        log.info("segment plan kept (%s; the new transcript gives the same plan)", why_users)
+        return
+    log.warning(
+        "segment plan kept: %s is yours (%s) and what it was made from changed; the new plan is in %s "
+        "(--adopt-proposal takes it)",
+        out_json.name, why_users, proposal.name,
+    )  # fmt: skip
+
+
 @task(name="segment", **STAGE)
 def segment(
     transcript: Transcript,
@@ -360,12 +434,17 @@ def segment(
     out_json: Path,
     turns: list[Turn] | None = None,
     turns_key: str = "",
+    adopt: bool = False,
 ) -> tuple[str, list[Line], str]:
     """Build (or keep) segments.json. A plan whose key still matches the transcript (and the speaker
-    turns) is kept as is, so a user's edits survive re-runs; the returned key hashes the plan's content,
-    so an edit is seen. `turns` (diarization): each word gets its speaker, and a line in which the speaker
-    changes is split at that word. With one speaker the plan, and its key, are what they were before
-    speakers existed."""
+    turns) is kept as is. When they changed (another ASR model, separator, source language, demucs
+    version, diarization options...), a plan the job wrote and nobody touched is rebuilt; a plan that is
+    the user's (edited, written by an earlier version, or whose lines the user's translations in
+    lines.<lang>.json belong to) is never overwritten: the new plan goes beside it as
+    segments.proposed.json and `adopt` (--adopt-proposal) takes it (core/edits.py). The returned key
+    hashes the plan's content, so an edit is seen. `turns` (diarization): each word gets its speaker, and
+    a line in which the speaker changes is split at that word. With one speaker the plan, and its key,
+    are what they were before speakers existed."""
     several = turns is not None and len({t.speaker for t in turns}) > 1
     key = (
         content_key("segment-v2", transcript_key, turns_key)
@@ -373,36 +452,23 @@ def segment(
         else content_key("segment-v1", transcript_key)
     )
     log = stage_logger()
-    one_speaker_key = content_key("segment-v1", transcript_key)
-    if several and is_fresh(out_json, one_speaker_key):
-        # a plan made before speakers were found (an earlier version, or --diarizer none) may hold the
-        # user's edits: it is kept, never rebuilt under them
-        log.warning(
-            "segment plan kept (%s predates the speaker turns; delete it to split by speaker)", out_json.name
-        )
-        key = one_speaker_key
-    if not is_fresh(out_json, key):
-        words = usable_words(transcript)
-        if not words:
-            raise InputError("no usable speech found (only silence, music or hallucinated text)")
-        lines = build_lines(words, transcript.duration)
-        refine_line_edges(lines, load_mono(vocals), ANALYSIS_RATE, transcript.duration)
-        if several:
-            from tasks.diarize import assign_speakers, split_lines_at_speaker_changes
 
-            assert turns is not None
-            speakers = assign_speakers(words, turns)
-            lines = split_lines_at_speaker_changes(
-                lines, list(zip(words, speakers, strict=True)), transcript.duration
-            )
-        write_json_atomic(out_json, plan_to_json(lines, transcript))
-        mark_fresh(out_json, key)
-        log.info("segmented lines=%d", len(lines))
-    else:
+    def make() -> dict[str, Any]:
+        return plan_to_json(build_plan(transcript, vocals, turns, several), transcript)
+
+    if is_fresh(out_json, key):
+        drop_proposal(out_json)  # made for inputs the job no longer has
         log.info("segment plan kept (existing %s)", out_json.name)
+    elif reason := users_plan(out_json):
+        keep_or_propose(out_json, key, make, adopt, reason)
+    else:
+        plan = make()
+        write_editable(out_json, plan)
+        mark_fresh(out_json, key)
+        drop_proposal(out_json)
+        log.info("segmented lines=%d", len(plan["lines"]))
     source_lang, lines = load_plan(out_json)
-    plan_key = content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
-    return source_lang or transcript.language, lines, plan_key
+    return source_lang or transcript.language, lines, plan_lines_key(lines)
 
 
 # -- plans from outside: an existing segments.json or a subtitle file ------------------------------------
@@ -495,5 +561,4 @@ def import_plan(
             },
         )
     stage_logger().info("plan imported kind=%s lines=%d", kind, len(lines))
-    plan_key = content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
-    return language, lines, plan_key
+    return language, lines, plan_lines_key(lines)

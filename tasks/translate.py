@@ -11,6 +11,7 @@ from typing import Any
 from prefect import task
 
 from core.config import DubConfig
+from core.edits import adopt_proposal, proposal_path
 from core.errors import ConfigError, UpstreamError
 from core.files import content_key, read_json, write_json_atomic
 from core.languages import Language, get_language
@@ -68,27 +69,81 @@ def text_hash(text: str) -> str:
     return content_key("line-text", text)[:16]
 
 
-def user_edits(path: Path, lines: list[Line]) -> dict[int, str]:
-    """Lines whose translation the user changed in an existing lines.<lang>.json: same source text as
-    the plan, and a text that differs from what we wrote (recorded as `auto_hash`)."""
-    if not path.is_file():
-        return {}
+def _entries(path: Path) -> list[dict[str, Any]]:
     try:
         data = read_json(path)
-        entries = {int(e["index"]): e for e in data.get("lines", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        entries = data["lines"]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"{path.name} is not valid (fix it or delete it to translate again)") from None
+    return entries
+
+
+def _is_edit(entry: dict[str, Any]) -> bool:
+    text = entry.get("text")
+    return isinstance(text, str) and (
+        bool(entry.get("edited")) or text_hash(" ".join(text.split())) != entry.get("auto_hash")
+    )
+
+
+def holds_edits(path: Path) -> bool:
+    """Whether lines.<lang>.json holds a translation the user wrote (one that cannot be read counts)."""
+    if not path.is_file():
+        return False
+    try:
+        return any(_is_edit(entry) for entry in _entries(path))
+    except ConfigError:
+        return True
+
+
+def user_edits(path: Path, lines: list[Line]) -> tuple[dict[int, str], list[int]]:
+    """The user's translations in an existing lines.<lang>.json: (index -> text for the lines of the plan
+    they still belong to: same index and source text; the indices of edited entries that no longer belong
+    to any line of the plan). An edit is a text that differs from what we wrote (`auto_hash`)."""
+    if not path.is_file():
+        return {}, []
+    try:
+        entries = {int(e["index"]): e for e in _entries(path)}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path.name} is not valid (fix it or delete it to translate again)") from None
+    plan = {line.index: line for line in lines}
     edits: dict[int, str] = {}
-    for line in lines:
-        entry = entries.get(line.index)
-        if not entry or entry.get("source") != line.text or not isinstance(entry.get("text"), str):
+    orphans: list[int] = []
+    for index, entry in entries.items():
+        if not _is_edit(entry):
+            continue
+        line = plan.get(index)
+        if line is None or entry.get("source") != line.text:
+            orphans.append(index)
             continue
         text = " ".join(entry["text"].split())
         if not text:
-            raise ConfigError(f"{path.name}: line {line.index} has an empty translation")
-        if entry.get("edited") or text_hash(text) != entry.get("auto_hash"):
-            edits[line.index] = text
-    return edits
+            raise ConfigError(f"{path.name}: line {index} has an empty translation")
+        edits[index] = text
+    return edits, sorted(orphans)
+
+
+def read_kept_lines(path: Path) -> list[TranslatedLine]:
+    """A user's lines.<lang>.json as the lines to dub, every one the user's (never shortened or
+    rewritten): what a language is dubbed from when its file is kept against a new plan."""
+    out: list[TranslatedLine] = []
+    for n, e in enumerate(_entries(path)):
+        try:
+            line = TranslatedLine(
+                index=int(e["index"]), start=float(e["start"]), end=float(e["end"]),
+                pause_after=float(e.get("pause_after", 0.0)), source=str(e.get("source", "")),
+                text=" ".join(str(e["text"]).split()), speaker=str(e.get("speaker", "S1")),
+                voice=str(e["voice"]) if e.get("voice") else None, edited=True,
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path.name}: line {n} needs an 'index', 'start', 'end' and 'text'") from None
+        if not line.text or line.end <= line.start:
+            raise ConfigError(f"{path.name}: line {line.index} has an empty text or ends before it starts")
+        out.append(line)
+    if not out:
+        raise ConfigError(f"{path.name} has no lines")
+    return out
 
 
 def translation_key(
@@ -193,8 +248,11 @@ class _LineTranslator:
         if text is not None:
             return text, True
         text = " ".join(self._call(line, context, keep).split())
-        check_translation(line, text, self.source, self.target)
-        self.cache.put(key, text)
+        try:
+            check_translation(line, text, self.source, self.target)
+            self.cache.put(key, text)
+        finally:
+            settle_reply(self.translator)
         return text, False
 
     def __call__(self, line: Line, context: list[tuple[str, str]]) -> _Outcome:
@@ -230,6 +288,14 @@ def forceable(items: list[Item]) -> list[Item]:
     a legitimate exonym (London -> Londres) the checker does not know: forcing it would make the line
     worse, so it is only reported."""
     return [item for item in items if item.kind != "name" or is_strict_name(item.surface)]
+
+
+def settle_reply(translator: Any) -> None:
+    """The reply just got is cached or rejected: an engine that journals its replies (core/journal.py)
+    retires it, so the journal never hands a rejected reply back to a re-run."""
+    retire = getattr(translator, "retire_last_reply", None)
+    if retire is not None:
+        retire()
 
 
 def check_translation(line: Line, text: str, source: Language | None, target: Language) -> None:
@@ -446,6 +512,34 @@ def glossary_of(config: DubConfig) -> Glossary | None:
     return load_glossary(config.glossary) if config.glossary else None
 
 
+def keep_or_adopt_lines(
+    out_json: Path, new: dict[str, Any], orphans: list[int], config: DubConfig
+) -> list[TranslatedLine] | None:
+    """lines.<lang>.json holds translations the user wrote for lines the plan no longer has (the plan
+    changed under them): the file is never overwritten. The new translation of the plan goes beside it
+    (lines.<lang>.proposed.json) and the language is dubbed from the user's file as written (returned);
+    --adopt-proposal takes the new translation instead (None; the user's file kept as
+    lines.<lang>.replaced.json)."""
+    log = stage_logger()
+    shown = ",".join(str(i) for i in orphans[:10])
+    if config.adopt_proposal:
+        write_json_atomic(proposal_path(out_json), new)
+        kept = adopt_proposal(out_json)
+        log.warning(
+            "translation: adopted the new %s (yours, with edits of lines %s, is kept as %s)",
+            out_json.name, shown, kept.name,
+        )  # fmt: skip
+        return None
+    lines = read_kept_lines(out_json)
+    write_json_atomic(proposal_path(out_json), new)
+    log.warning(
+        "translation kept: %s holds your edits of lines %s, which the plan no longer has; the new "
+        "translation is in %s (--adopt-proposal takes it)",
+        out_json.name, shown, proposal_path(out_json).name,
+    )  # fmt: skip
+    return lines
+
+
 @task(name="translate", task_run_name="translate-{lang_code}", **STAGE)
 def translate(
     lang_code: str, source_lang: str, lines: list[Line], config: DubConfig, out_json: Path
@@ -458,7 +552,7 @@ def translate(
     translator = None
     if source is None or source.code != target.code:
         translator = translator_for(config)
-    edits = user_edits(out_json, lines)
+    edits, orphans = user_edits(out_json, lines)
     terms = terms_for(glossary_of(config), target.code)
     translated, stats = translate_lines(
         lines, source, target, translator, TranslationCache(config.cache_dir), config.concurrency, terms,
@@ -482,7 +576,13 @@ def translate(
             "preservation lang=%s lines_with_lost_numbers_or_names=%d lines=%s (see 'unkept' in %s)",
             target.code, len(unkept), ",".join(str(i) for i in unkept[:20]), out_json.name,
         )  # fmt: skip
-    write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
+    if orphans:
+        kept = keep_or_adopt_lines(out_json, lines_to_json(target, source_lang, translated), orphans, config)
+        if kept is not None:
+            return [with_budget(line, target.code) for line in kept]
+    else:
+        write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
+        proposal_path(out_json).unlink(missing_ok=True)  # any earlier proposal no longer applies
     stage_logger().info(
         "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d",
         target.code, len(translated), stats["calls"], stats["cached"], stats["copied"], stats["edited"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("QWENDUB_REUSE_PREFECT_SERVER", "off")  # runs stay isolated from any local server
 
 from tests.loopback_dashscope import LoopbackDashScope  # noqa: E402
 

@@ -417,3 +417,25 @@ def test_subtitles_label_their_speakers(tmp_path: Path) -> None:
     assert read == ["Good morning.", "Still me.", "Hello <you> & all."]
     plain = cues_for_track(timings, 10.0)
     assert [c.speaker for c in plain] == [None, None, None] and plain[0].text == "Good morning."
+
+
+def test_a_rerun_does_not_measure_the_speakers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pitch estimation (pYIN, and librosa's import) was 3 s of a 4 s re-run: its result is kept under a
+    key of the speech file and the speakers' spans, and measured again only when either changes."""
+    import tasks.cast as cast_stage
+
+    audio, lines = conversation(
+        [("S1", "en+f3", "Hello there, how are you today?"), ("S2", "en-us+m3", "Fine.")]
+    )
+    speech = tmp_path / "vocals.wav"
+    sf.write(speech, audio, RATE)
+    first = cast_stage.cached_estimates(speech, lines)
+
+    def no_measuring(*args: object) -> None:
+        raise AssertionError("measured again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cast_stage, "estimate_speakers", no_measuring)
+        assert cast_stage.cached_estimates(speech, lines) == first
+    lines[1].speaker = "S1"  # the plan changed: measured again
+    assert set(cast_stage.cached_estimates(speech, lines)) == {"S1"}
