@@ -206,9 +206,9 @@ REFUSALS: list[tuple[str, Callable[[Path], None], str, list[str], str, datetime 
         ["ja"],
         USE,
         None,
-        r"alice.json is malformed \(not readable",
+        r"alice.json differs from ledger.chain entry 1 \(edited outside the ledger\)",
     ),
-    ("malformed record", _malformed_fields, "alice", ["ja"], USE, None, r"malformed .*unknown language 'xx'"),
+    ("edited record", _malformed_fields, "alice", ["ja"], USE, None, r"alice.json differs from ledger.chain"),
 ]
 
 
@@ -583,13 +583,14 @@ def test_audit_log_appends_whole_lines_from_concurrent_writers(tmp_path: Path) -
     for thread in threads:
         thread.join()
 
-    entries = read_audit(tmp_path)  # the partial line is skipped, every entry is whole
+    entries = read_audit(tmp_path)  # the partial line is cut off, every entry is whole and chained
     assert len(entries) == 7 * 25
     for job in [*(f"w{n}" for n in range(6)), "proc"]:
         assert [e["line_count"] for e in entries if e["job_id"] == job] == list(range(25))
     assert all(e["time"].endswith("+00:00") and e["actor"] for e in entries)
     raw = (tmp_path / AUDIT_FILE).read_bytes()
-    assert raw.endswith(b"\n") and raw.count(b"\n") == 7 * 25 + 1
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 7 * 25 and b"cut by a cra" not in raw
+    assert [e["seq"] for e in entries] == list(range(1, 7 * 25 + 1))
 
 
 # -- CLI --------------------------------------------------------------------------------------------------
