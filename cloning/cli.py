@@ -7,7 +7,11 @@
     python -m cloning.cli show SPEAKER --ledger DIR
     python -m cloning.cli check SPEAKER --ledger DIR --langs ja --use "dubbing of channel X"
     python -m cloning.cli revoke SPEAKER --ledger DIR [--reason TEXT] [--cache-dir DIR]
+    python -m cloning.cli verify --ledger DIR     # check both chains and every signed document
+    python -m cloning.cli upgrade --ledger DIR    # read a ledger from before the chain into it, once
     python -m cloning.cli voices [--region intl|cn]
+
+With $QWENDUB_LEDGER_KEY set, every ledger and audit entry is signed (HMAC-SHA256) and verified with it.
 
 Like the dubbing CLI, every error is one `error: ...` line on stderr: exit 2 for user errors (bad input, no
 or insufficient consent, missing key), 1 when the service failed.
@@ -96,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dubbing cache holding the cloned voices (default: $QWENDUB_CACHE_DIR or ~/.cache/qwen-dub)",
     )  # fmt: skip
 
+    sub.add_parser(
+        "verify", parents=[ledger],
+        help="check the ledger's chain, its audit log and every signed document; names the first bad entry",
+    )  # fmt: skip
+    sub.add_parser(
+        "upgrade", parents=[ledger],
+        help="read a ledger from before the tamper-evident format into its chain (once)",
+    )  # fmt: skip
+
     voices = sub.add_parser("voices", help="list the voices enrolled on the DashScope account")
     voices.add_argument("--region", choices=["intl", "cn"], default="intl")
     voices.add_argument("--page-size", type=int, default=100)
@@ -129,6 +142,7 @@ def _record_json(ledger: Path, speaker_id: str) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from cloning import ledger as consent
+    from cloning.chain import KEY_ENV
 
     if args.command == "add":
         record = consent.add_record(
@@ -191,6 +205,18 @@ def run(args: argparse.Namespace) -> int:
         if result.purged_clips:
             print(f"deleted cached clips: {result.purged_clips}")
         raise_if_incomplete(result)
+        return 0
+    if args.command == "verify":
+        verified = consent.verify_ledger(args.ledger)
+        signed = "signed" if verified.signed else f"not signed (set {KEY_ENV} to sign new entries)"
+        counts = f"{verified.events} ledger event(s), {verified.audit_entries} audit entries"
+        print(f"ledger verifies: {counts}, {signed}")
+        for speaker_id, state in verified.documents.items():
+            print(f"document of {speaker_id}: {state}")
+        return 0
+    if args.command == "upgrade":
+        records, entries = consent.upgrade_ledger(args.ledger)
+        print(f"ledger upgraded: {records} record(s) and {entries} audit entries chained")
         return 0
     if args.command == "voices":
         from models.dashscope_voice_clone import VoiceEnrollment

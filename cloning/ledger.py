@@ -454,8 +454,9 @@ def check_consent(
 ) -> ConsentGrant:
     """The speaker's consent for these languages and this use at `now`, or ConsentError with the reason:
     no record, malformed record, revoked, not yet in force, expired, language(s) not covered, use not
-    covered, signed document changed. A signed document that is absent is allowed (the grant says so and
-    the audit entries note it); one that is present must match the recorded hash."""
+    covered, signed document changed, a ledger that does not verify (verify_ledger). A signed document
+    that is absent is allowed (the grant says so and the audit entries note it); one that is present must
+    match the recorded hash."""
     moment = _as_aware(now)
     ledger = _check_ledger(ledger).resolve()
     check_speaker_id(speaker_id)
@@ -463,6 +464,7 @@ def check_consent(
     wanted_use = normalize_use(use or "")
     if not wanted_use:
         raise ConsentError("no use given for the cloned voice (say what it is for, e.g. --clone-use ...)")
+    verify_ledger(ledger)  # the whole ledger: a clone job never starts on a ledger that does not verify
     record = load_record(ledger, speaker_id)
     who = f"speaker {speaker_id!r}"
     if record.revoked:

@@ -198,7 +198,7 @@ REFUSALS: list[tuple[str, Callable[[Path], None], str, list[str], str, datetime 
     ("revoked", _revoke, "alice", ["ja"], USE, None, r"revoked on 2026-02-01 .*\(asked us to stop\)"),
     ("language", _nothing, "alice", ["ja", "ko", "fr"], USE, None, r"not cover Korean \(ko\), French \(fr\)"),
     ("use", _nothing, "alice", ["ja"], "Advertising", None, r"does not cover the use 'Advertising'"),
-    ("document", _change_document, "alice", ["ja"], USE, None, r"does not match the recorded sha256"),
+    ("document", _change_document, "alice", ["ja"], USE, None, r"does not match its recorded sha256"),
     (
         "malformed json",
         _malformed_json,
