@@ -680,6 +680,40 @@ def read_audit(ledger: Path) -> list[dict[str, Any]]:
         raise ConsentError(str(exc)) from None
 
 
+# -- artefacts made with a cloned voice ---------------------------------------------------------------------
+
+ARTEFACT_EVENTS = frozenset({"enroll_intent", "artefact"})
+
+
+def record_artefact(ledger: Path, event: str, speaker_id: str, **fields: str | None) -> dict[str, Any]:
+    """Journal, in the ledger's chain, something made (or about to be made) with a speaker's cloned voice,
+    so that revocation finds it wherever it lies: "enroll_intent" BEFORE a voice is enrolled at the service
+    (a crash before its id is kept cannot hide it: revocation lists the account's voices by the name),
+    "artefact" once made (fields: kind, and voice/region or path/cache_dir/job_id). Fields hold ids and
+    paths only, never text."""
+    if event not in ARTEFACT_EVENTS:
+        raise ValueError(f"unknown artefact event {event!r}")
+    check_speaker_id(speaker_id)
+    payload: dict[str, Any] = {"event": event, "time": utc_now().isoformat(), "speaker_id": speaker_id}
+    for key, value in fields.items():
+        if value is not None:
+            _check_value(key, value)
+            payload[key] = value
+    try:
+        return append_entry(chain_path(ledger), payload)
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+
+
+def artefacts_of(ledger: Path, speaker_id: str) -> list[dict[str, Any]]:
+    """Every enroll_intent/artefact entry of the speaker in the (verified) chain, oldest first."""
+    try:
+        events = read_chain(chain_path(ledger))
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+    return [e for e in events if e.get("event") in ARTEFACT_EVENTS and e.get("speaker_id") == speaker_id]
+
+
 # -- verify and upgrade ----------------------------------------------------------------------------------
 
 

@@ -17,12 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cloning.ledger import ConsentRecord, append_audit, revoke_record
-from cloning.voice import clone_prompt_dir
+from cloning.ledger import ConsentRecord, append_audit, artefacts_of, revoke_record
+from cloning.voice import clone_prompt_dir, prompt_id_of
 from core.clip_cache import CLONE_SPEAKER, ClipCache
 from core.errors import DubError, InputError, UpstreamError
 from core.retry import RetryPolicy
-from models.dashscope_voice_clone import VoiceEnrollment, VoiceIdCache
+from models.dashscope_voice_clone import VoiceEnrollment, VoiceIdCache, preferred_name_for
 from models.registry import API, LOCAL
 
 
@@ -58,7 +58,7 @@ def _delete_prompts(
     prompt_ids: set[str] = set()
     if prompt_dir.is_dir():
         for path in sorted(prompt_dir.glob("*.pt")):
-            prompt_ids.add(path.stem.rsplit("-", 1)[-1])  # QwenLocalTTS: qwen-clone-<model>-<prompt id>.pt
+            prompt_ids.add(prompt_id_of(path) or path.name)
         shutil.rmtree(prompt_dir, ignore_errors=True)
     _forget_prompts(prompt_ids)
     for prompt_id in sorted(prompt_ids):
@@ -114,14 +114,91 @@ def revoke_speaker(
     if cache_dir is None:
         return result
     record_hash = record.record_hash()
-    _delete_prompts(ledger, cache_dir, speaker_id, record_hash, result)
-    _delete_enrolled_voices(ledger, cache_dir, speaker_id, record_hash, retry, result)
+    journal = artefacts_of(ledger, speaker_id)
+    # every cache folder a clone of this speaker was made in (the ledger journals them), and this one
+    caches = [Path(cache_dir)] + [Path(str(e["cache_dir"])) for e in journal if e.get("cache_dir")]
+    seen: set[Path] = set()
 
     def spoken_by_speaker(meta: dict[str, Any]) -> bool:
         return meta.get(CLONE_SPEAKER) == speaker_id
 
-    result.purged_clips = len(ClipCache(cache_dir).purge(spoken_by_speaker))
+    for cache in caches:
+        key = cache.expanduser().resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        _delete_prompts(ledger, cache, speaker_id, record_hash, result)
+        _delete_enrolled_voices(ledger, cache, speaker_id, record_hash, retry, result)
+        if cache.is_dir():
+            result.purged_clips += len(ClipCache(cache).purge(spoken_by_speaker))
+    _delete_journalled_voices(ledger, journal, speaker_id, record_hash, retry, result)
     return result
+
+
+def _delete_journalled_voices(
+    ledger: Path, journal: list[dict[str, Any]], speaker_id: str, record_hash: str,
+    retry: RetryPolicy | None, result: Revocation,
+) -> None:  # fmt: skip
+    """Voices the ledger says were enrolled (wherever their id cache went), and every voice on the account
+    named like this speaker's enrollments in a region where an enrollment was started (its id may never
+    have been kept: a crash right after the service answered)."""
+    done = set(result.deleted_voices) | set(result.remaining_voices)
+    wanted: dict[str, str] = {}  # voice -> region
+    regions: dict[str, set[str]] = {}  # region -> preferred names enrolled there
+    for entry in journal:
+        region = str(entry.get("region") or "intl")
+        if entry.get("event") == "artefact" and entry.get("kind") == "enrolled_voice" and entry.get("voice"):
+            wanted.setdefault(str(entry["voice"]), region)
+        if entry.get("event") == "enroll_intent":
+            regions.setdefault(region, set()).add(
+                str(entry.get("preferred_name") or preferred_name_for(speaker_id))
+            )
+    clients: dict[str, VoiceEnrollment] = {}
+    for region, names in sorted(regions.items()):
+        try:
+            clients[region] = client = VoiceEnrollment(region=region, retry=retry)
+            for voice in _account_voices(client):
+                if any(voice_named(voice, name) for name in names):
+                    wanted.setdefault(voice, region)
+        except DubError as exc:  # no key or the service refused: say so, and keep it as not done
+            result.problems.append(exc)
+            result.remaining_voices.append(f"(voices named {', '.join(sorted(names))} in {region})")
+    for voice, region in sorted(wanted.items()):
+        if voice in done:
+            continue
+        try:
+            if region not in clients:
+                clients[region] = VoiceEnrollment(region=region, retry=retry)
+            existed = clients[region].delete(voice)
+        except DubError as exc:
+            result.remaining_voices.append(voice)
+            result.problems.append(exc)
+            continue
+        if existed:
+            result.deleted_voices.append(voice)
+        append_audit(
+            ledger,
+            {"event": "voice_deleted", "route": API, "speaker_id": speaker_id,
+             "consent_record_hash": record_hash, "voice_id": voice, "region": region,
+             "status": "deleted" if existed else "already_gone"},
+        )  # fmt: skip
+
+
+def voice_named(voice: str, preferred_name: str) -> bool:
+    """Whether an enrolled voice id carries this preferred_name. The id format is taken from the service's
+    answers as the loopback server reproduces them (qwen-tts-vc-<preferred_name>-voice-<time>-<hex>);
+    UNCONFIRMED against every live region, so the name must be followed by "-voice-" exactly."""
+    return f"-{preferred_name}-voice-" in voice
+
+
+def _account_voices(client: VoiceEnrollment, page_size: int = 100, max_pages: int = 100) -> list[str]:
+    voices: list[str] = []
+    for page in range(max_pages):
+        items = client.list(page_size=page_size, page_index=page)
+        voices.extend(str(item["voice"]) for item in items if item.get("voice"))
+        if len(items) < page_size:
+            break
+    return voices
 
 
 def raise_if_incomplete(result: Revocation) -> None:

@@ -136,7 +136,7 @@ def _set(key: str, value: object) -> Callable[[dict], None]:
     return change
 
 
-TAMPERING: list[tuple[str, Callable[[Path], None], str]] = [
+TAMPERING: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "unrevoke a record",
         _edit(CHAIN_FILE, 2, _unrevoke),
