@@ -31,13 +31,15 @@ audit.pre-chain.log. An upgrade cannot vouch for what happened before it; the ch
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -649,9 +651,23 @@ def _check_value(key: str, value: Any) -> None:
             raise ValueError(f"audit field {key!r} is too long for an audit entry")
 
 
+_AUDIT_JOB: ContextVar[str | None] = ContextVar("audit_job", default=None)
+
+
+@contextlib.contextmanager
+def audit_job(job_id: str) -> Iterator[None]:
+    """Audit entries appended inside this block (in this thread) name this job unless they name one."""
+    token = _AUDIT_JOB.set(job_id)
+    try:
+        yield
+    finally:
+        _AUDIT_JOB.reset(token)
+
+
 def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
     """Append one entry to the chained <ledger>/audit.log and return it (with its time, actor, job and chain
-    fields added). Every entry names a job: the dubbing job's id, or "consent-cli" for the consent command.
+    fields added). Every entry names a job: the one given, else the dubbing job of the audit_job block it is
+    appended in, else "consent-cli" (the consent command).
     Unknown events and fields outside AUDIT_FIELDS are refused (ValueError): script text has no field to
     go in. Appending to an audit log that does not verify is refused (ConsentError naming the entry)."""
     name = event.get("event")
@@ -660,9 +676,8 @@ def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
     unknown = set(event) - AUDIT_FIELDS
     if unknown:
         raise ValueError(f"audit fields not allowed: {', '.join(sorted(unknown))}")
-    entry: dict[str, Any] = {"time": utc_now().isoformat(), "actor": _actor(), "job_id": CLI_JOB, **event}
-    if not entry.get("job_id"):
-        entry["job_id"] = CLI_JOB
+    entry: dict[str, Any] = {"time": utc_now().isoformat(), "actor": _actor(), **event}
+    entry["job_id"] = entry.get("job_id") or _AUDIT_JOB.get() or CLI_JOB
     for key, value in entry.items():
         _check_value(key, value)
     try:
@@ -694,7 +709,10 @@ def record_artefact(ledger: Path, event: str, speaker_id: str, **fields: str | N
     if event not in ARTEFACT_EVENTS:
         raise ValueError(f"unknown artefact event {event!r}")
     check_speaker_id(speaker_id)
-    payload: dict[str, Any] = {"event": event, "time": utc_now().isoformat(), "speaker_id": speaker_id}
+    payload: dict[str, Any] = {
+        "event": event, "time": utc_now().isoformat(), "speaker_id": speaker_id,
+        "job_id": _AUDIT_JOB.get() or CLI_JOB,
+    }  # fmt: skip
     for key, value in fields.items():
         if value is not None:
             _check_value(key, value)

@@ -155,6 +155,9 @@ def test_a_job_creates_its_voice_once_audits_its_use_and_stops_when_consent_is_r
     session.audit_use(config, "ja", 4)
     (used,) = events(ledger, "clone_synthesis")
     assert (used["route"], used["job_id"], used["language"], used["line_count"]) == (API, "video", "ja", 4)
+    job_events = [e for e in read_audit(ledger) if e["event"] != "consent_granted"]  # the job's entries
+    assert {e["event"] for e in job_events} == {"voice_print_checked", "clone_created", "clone_synthesis"}
+    assert {e["job_id"] for e in job_events} == {"video"}  # every entry names the job
 
     disclosure = session.disclosure(config)
     assert "alice" in disclosure and clone.record_hash[:12] in disclosure
