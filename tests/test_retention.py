@@ -1,5 +1,5 @@
-"""Retention (core/retention.py, python -m flows.retention): a job's intermediate audio and the cached clips it
-used are removed, deliverables and other jobs' clips stay; the cache age policy removes old entries only;
+"""Retention (core/retention.py, python -m flows.retention): a job's intermediate audio and the cached clips
+it used are removed, deliverables and other jobs' clips stay; the cache age policy removes old entries only;
 both say what they freed."""
 
 from __future__ import annotations
