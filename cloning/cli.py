@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("speaker_id", metavar="SPEAKER")
     revoke.add_argument("--reason", help="why (kept in the record and the audit log)")
     revoke.add_argument(
+        "--purge-outputs", action="store_true",
+        help="also delete the finished deliverables (dubbed videos, stems) made with the voice",
+    )  # fmt: skip
+    revoke.add_argument(
         "--cache-dir", type=Path, metavar="DIR",
         help="the dubbing cache holding the cloned voices (default: $QWENDUB_CACHE_DIR or ~/.cache/qwen-dub)",
     )  # fmt: skip
@@ -196,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
             from core.config import default_cache_dir
 
             cache_dir = default_cache_dir()
-        result = revoke_speaker(args.ledger, args.speaker_id, args.reason, cache_dir)
+        result = revoke_speaker(
+            args.ledger, args.speaker_id, args.reason, cache_dir, purge_outputs=args.purge_outputs
+        )
         state = "revoked" if result.newly_revoked else "already revoked"
         print(f"consent {state}: {args.speaker_id}")
         print(f"deleted local clone prompts: {len(result.deleted_prompts)}")
@@ -204,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"deleted API voice: {voice}")
         if result.purged_clips:
             print(f"deleted cached clips: {result.purged_clips}")
+        if result.deleted_job_files:
+            print(f"deleted files in job folders: {len(result.deleted_job_files)}")
+        for output in result.outputs:
+            state = "deleted" if output in result.purged_outputs else "kept (delete with --purge-outputs)"
+            print(f"deliverable made with the voice: {output}: {state}")
+        for problem in result.undeleted:
+            print(f"not deleted: {problem}")
         raise_if_incomplete(result)
         return 0
     if args.command == "verify":

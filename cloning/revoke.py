@@ -34,11 +34,15 @@ class Revocation:
     deleted_voices: list[str] = field(default_factory=list)  # API voice ids
     remaining_voices: list[str] = field(default_factory=list)  # still enrolled: delete them later
     purged_clips: int = 0
+    deleted_job_files: list[str] = field(default_factory=list)  # clone-made audio in job folders
+    outputs: list[str] = field(default_factory=list)  # finished deliverables made with the voice
+    purged_outputs: list[str] = field(default_factory=list)  # those removed (purge_outputs=True)
+    undeleted: list[str] = field(default_factory=list)  # files that could not be deleted, with why
     problems: list[DubError] = field(default_factory=list)  # why each remaining voice was not deleted
 
     @property
     def complete(self) -> bool:
-        return not self.remaining_voices
+        return not self.remaining_voices and not self.undeleted
 
 
 def _forget_prompts(prompt_ids: set[str]) -> None:
@@ -75,6 +79,8 @@ def _delete_enrolled_voices(
     result: Revocation,
 ) -> None:  # fmt: skip
     cache = VoiceIdCache(cache_dir, speaker_id)
+    if not cache.dir.is_dir():
+        return
     clients: dict[str, VoiceEnrollment] = {}
     with cache.locked():
         for entry in cache.entries():
@@ -96,6 +102,8 @@ def _delete_enrolled_voices(
                  "consent_record_hash": record_hash, "voice_id": voice, "region": region,
                  "status": "deleted" if existed else "already_gone"},
             )  # fmt: skip
+        if not cache.entries():  # nothing left of the speaker here: their lock file goes too
+            (cache.dir / f"{speaker_id}.json.lock").unlink(missing_ok=True)
 
 
 def revoke_speaker(
@@ -106,6 +114,7 @@ def revoke_speaker(
     *,
     now: datetime | None = None,
     retry: RetryPolicy | None = None,
+    purge_outputs: bool = False,
 ) -> Revocation:
     """Revoke a speaker's consent and delete everything made with their voice under cache_dir (nothing
     but the record when cache_dir is None). See the module docstring."""
@@ -132,7 +141,45 @@ def revoke_speaker(
         if cache.is_dir():
             result.purged_clips += len(ClipCache(cache).purge(spoken_by_speaker))
     _delete_journalled_voices(ledger, journal, speaker_id, record_hash, retry, result)
+    jobs = dict.fromkeys(Path(str(e["path"])) for e in journal if e.get("kind") == "job" and e.get("path"))
+    for job in jobs:
+        _clean_job(job, purge_outputs, result)
     return result
+
+
+# audio a job extracted from its video (not made with a cloned voice): kept by revoke
+SOURCE_AUDIO = frozenset({"audio.wav", "analysis.wav", "vocals.wav", "background.wav"})
+AUDIO_SUFFIXES = frozenset({".wav", ".mka", ".flac", ".m4a", ".mp3", ".opus", ".ogg", ".aac"})
+OUTPUT_SUFFIXES = AUDIO_SUFFIXES | {".mkv", ".mp4", ".mov", ".webm"}
+
+
+def _unlink(path: Path, done: list[str], result: Revocation) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        result.undeleted.append(f"{path} ({exc.strerror or exc})")
+        return
+    done.append(str(path))
+
+
+def _clean_job(job: Path, purge_outputs: bool, result: Revocation) -> None:
+    """A job folder that spoke with the voice: every audio file under work/ but the audio taken from the
+    video (the references, clip links, fitted clips, mixes) is deleted; the finished deliverables (dubbed
+    videos, stems) are listed, and deleted with purge_outputs."""
+    work = job / "work"
+    if work.is_dir():
+        for path in sorted(work.rglob("*")):
+            source = path.relative_to(work).as_posix() in SOURCE_AUDIO
+            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES and not source:
+                _unlink(path, result.deleted_job_files, result)
+    if job.is_dir():
+        for path in sorted(job.iterdir()):
+            if path.is_file() and path.suffix.lower() in OUTPUT_SUFFIXES:
+                result.outputs.append(str(path))
+                if purge_outputs:
+                    _unlink(path, result.purged_outputs, result)
 
 
 def _delete_journalled_voices(
@@ -202,10 +249,15 @@ def _account_voices(client: VoiceEnrollment, page_size: int = 100, max_pages: in
 
 
 def raise_if_incomplete(result: Revocation) -> None:
-    """One-line error when enrolled voices remain after a revocation: InputError (exit 2) when the API key
-    is missing, else UpstreamError. The record is revoked either way."""
+    """One-line error when enrolled voices or files remain after a revocation: InputError (exit 2) when the
+    API key is missing, else UpstreamError. The record is revoked either way."""
     if result.complete:
         return
+    if not result.remaining_voices:
+        raise UpstreamError(
+            f"consent of {result.record.speaker_id!r} is revoked, but {len(result.undeleted)} file(s) made "
+            f"with the voice could not be deleted: {'; '.join(result.undeleted)}"
+        )
     ids = ", ".join(result.remaining_voices)
     first = str(result.problems[0]) if result.problems else "unknown error"
     message = (

@@ -32,7 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cloning.ledger import ConsentError, ConsentGrant, audit_clone_synthesis, audit_job, check_consent
+from cloning.ledger import (
+    ConsentError,
+    ConsentGrant,
+    audit_clone_synthesis,
+    audit_job,
+    check_consent,
+    record_artefact,
+)
 from core.config import CLONE_EVERY_LINE
 from core.errors import ConfigError
 from core.files import sha256_file, write_json_atomic
@@ -201,6 +208,10 @@ class SpeakerClone:
         (ConsentError below the threshold). Loads no TTS model and calls no API."""
         wav = self.reference_path(job)
         with audit_job(_job_id(job)):
+            # journalled first: revocation cleans this job folder (reference, clips, fits, mixes)
+            record_artefact(
+                self.ledger, "artefact", self.speaker_id, kind="job", path=str(job.root.resolve())
+            )
             return self._prepare_reference(speech_wav, lines, job, wav)
 
     def _prepare_reference(
