@@ -6,6 +6,7 @@
     python -m cloning.cli list --ledger DIR
     python -m cloning.cli show SPEAKER --ledger DIR
     python -m cloning.cli check SPEAKER --ledger DIR --langs ja --use "dubbing of channel X"
+    python -m cloning.cli renew SPEAKER --ledger DIR [--expires WHEN]
     python -m cloning.cli revoke SPEAKER --ledger DIR [--reason TEXT] [--cache-dir DIR]
     python -m cloning.cli verify --ledger DIR     # check both chains and every signed document
     python -m cloning.cli upgrade --ledger DIR    # read a ledger from before the chain into it, once
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("speaker_id", metavar="SPEAKER")
     check.add_argument("--langs", required=True, help="languages, comma-separated")
     check.add_argument("--use", required=True, help="the use, worded as in the record")
+
+    renew = sub.add_parser("renew", parents=[ledger], help="move a record's expiry (a signed renewal)")
+    renew.add_argument("speaker_id", metavar="SPEAKER")
+    renew.add_argument("--expires", type=_when, metavar="WHEN", help="new expiry (default: never)")
 
     revoke = sub.add_parser("revoke", parents=[ledger], help="revoke consent and delete the cloned voices")
     revoke.add_argument("speaker_id", metavar="SPEAKER")
@@ -218,6 +223,11 @@ def run(args: argparse.Namespace) -> int:
         for problem in result.undeleted:
             print(f"not deleted: {problem}")
         raise_if_incomplete(result)
+        return 0
+    if args.command == "renew":
+        renewed = consent.renew_record(args.ledger, args.speaker_id, args.expires)
+        until = renewed.expires_at.isoformat() if renewed.expires_at else "never expires"
+        print(f"consent renewed: {renewed.speaker_id} ({renewed.record_hash()[:12]}), {until}")
         return 0
     if args.command == "verify":
         verified = consent.verify_ledger(args.ledger)

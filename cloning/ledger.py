@@ -74,6 +74,7 @@ AUDIT_EVENTS = frozenset(
         "consent_granted",  # a record was added
         "consent_replaced",  # a record was superseded by a new one (add --replace)
         "consent_revoked",
+        "consent_renewed",  # a record's expiry was moved (renew)
         "clone_created",  # a voice was enrolled (api) or a clone prompt computed (local)
         "clone_synthesis",  # a job used a cloned voice for one language
         "voice_print_checked",  # a job compared a speaker's reference with the record's voice print
@@ -625,6 +626,26 @@ def revoke_record(
     if record.voice_print is not None and record.voice_print.sample is not None:
         (Path(ledger) / record.voice_print.sample).unlink(missing_ok=True)  # a kept sample goes too
     return revoked, True
+
+
+def renew_record(ledger: Path, speaker_id: str, expires_at: datetime | None) -> ConsentRecord:
+    """Move a record's expiry (None: never), as a "renew" event in the chain, audited. A revoked record
+    cannot be renewed (add a new one with --replace)."""
+    ledger = _check_ledger(ledger)
+    record = load_record(ledger, speaker_id)
+    if record.revoked:
+        raise ConsentError(f"consent of speaker {speaker_id!r} was revoked; record a new consent instead")
+    try:
+        renewed = ConsentRecord.model_validate({**record.model_dump(), "expires_at": expires_at})
+    except ValidationError as exc:
+        raise ConsentError(f"invalid renewal ({_first_error(exc)})") from None
+    save_record(ledger, renewed, "renew")
+    append_audit(
+        ledger,
+        {"event": "consent_renewed", "speaker_id": speaker_id, "consent_record_hash": renewed.record_hash(),
+         "expires_at": expires_at.isoformat() if expires_at else None},
+    )  # fmt: skip
+    return renewed
 
 
 # -- audit log -------------------------------------------------------------------------------------------

@@ -300,3 +300,16 @@ def test_an_old_plain_json_ledger_is_refused_until_upgraded_once(
     assert (ledger / "audit.pre-chain.log").read_text().count("\n") == 1  # the old log is kept
     assert consent_cli(["upgrade", "--ledger", str(ledger)]) == 2  # once
     assert "already in the tamper-evident format" in capsys.readouterr().err
+
+
+def test_renewal_is_an_event_and_the_state_is_the_latest_one(
+    ledger: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert consent_cli(["renew", "alice", "--ledger", str(ledger), "--expires", "2100-06-01"]) == 0
+    assert "consent renewed: alice" in capsys.readouterr().out
+    assert load_record(ledger, "alice").expires_at == datetime(2100, 6, 1, tzinfo=UTC)
+    assert [e["event"] for e in _lines(ledger / CHAIN_FILE)][-1] == "renew"
+    assert read_audit(ledger)[-1]["event"] == "consent_renewed"
+    assert consent_cli(["renew", "bob", "--ledger", str(ledger)]) == 2  # revoked: not renewable
+    assert "was revoked" in capsys.readouterr().err
+    assert verify_ledger(ledger).events == 5
