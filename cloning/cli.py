@@ -6,8 +6,13 @@
     python -m cloning.cli list --ledger DIR
     python -m cloning.cli show SPEAKER --ledger DIR
     python -m cloning.cli check SPEAKER --ledger DIR --langs ja --use "dubbing of channel X"
+    python -m cloning.cli renew SPEAKER --ledger DIR [--expires WHEN]
     python -m cloning.cli revoke SPEAKER --ledger DIR [--reason TEXT] [--cache-dir DIR]
+    python -m cloning.cli verify --ledger DIR     # check both chains and every signed document
+    python -m cloning.cli upgrade --ledger DIR    # read a ledger from before the chain into it, once
     python -m cloning.cli voices [--region intl|cn]
+
+With $QWENDUB_LEDGER_KEY set, every ledger and audit entry is signed (HMAC-SHA256) and verified with it.
 
 Like the dubbing CLI, every error is one `error: ...` line on stderr: exit 2 for user errors (bad input, no
 or insufficient consent, missing key), 1 when the service failed.
@@ -88,12 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--langs", required=True, help="languages, comma-separated")
     check.add_argument("--use", required=True, help="the use, worded as in the record")
 
+    renew = sub.add_parser("renew", parents=[ledger], help="move a record's expiry (a signed renewal)")
+    renew.add_argument("speaker_id", metavar="SPEAKER")
+    renew.add_argument("--expires", type=_when, metavar="WHEN", help="new expiry (default: never)")
+
     revoke = sub.add_parser("revoke", parents=[ledger], help="revoke consent and delete the cloned voices")
     revoke.add_argument("speaker_id", metavar="SPEAKER")
     revoke.add_argument("--reason", help="why (kept in the record and the audit log)")
     revoke.add_argument(
+        "--purge-outputs", action="store_true",
+        help="also delete the finished deliverables (dubbed videos, stems) made with the voice",
+    )  # fmt: skip
+    revoke.add_argument(
         "--cache-dir", type=Path, metavar="DIR",
         help="the dubbing cache holding the cloned voices (default: $QWENDUB_CACHE_DIR or ~/.cache/qwen-dub)",
+    )  # fmt: skip
+
+    sub.add_parser(
+        "verify", parents=[ledger],
+        help="check the ledger's chain, its audit log and every signed document; names the first bad entry",
+    )  # fmt: skip
+    sub.add_parser(
+        "upgrade", parents=[ledger],
+        help="read a ledger from before the tamper-evident format into its chain (once)",
     )  # fmt: skip
 
     voices = sub.add_parser("voices", help="list the voices enrolled on the DashScope account")
@@ -129,6 +151,7 @@ def _record_json(ledger: Path, speaker_id: str) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from cloning import ledger as consent
+    from cloning.chain import KEY_ENV
 
     if args.command == "add":
         record = consent.add_record(
@@ -182,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
             from core.config import default_cache_dir
 
             cache_dir = default_cache_dir()
-        result = revoke_speaker(args.ledger, args.speaker_id, args.reason, cache_dir)
+        result = revoke_speaker(
+            args.ledger, args.speaker_id, args.reason, cache_dir, purge_outputs=args.purge_outputs
+        )
         state = "revoked" if result.newly_revoked else "already revoked"
         print(f"consent {state}: {args.speaker_id}")
         print(f"deleted local clone prompts: {len(result.deleted_prompts)}")
@@ -190,7 +215,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"deleted API voice: {voice}")
         if result.purged_clips:
             print(f"deleted cached clips: {result.purged_clips}")
+        if result.deleted_job_files:
+            print(f"deleted files in job folders: {len(result.deleted_job_files)}")
+        for output in result.outputs:
+            state = "deleted" if output in result.purged_outputs else "kept (delete with --purge-outputs)"
+            print(f"deliverable made with the voice: {output}: {state}")
+        for problem in result.undeleted:
+            print(f"not deleted: {problem}")
         raise_if_incomplete(result)
+        return 0
+    if args.command == "renew":
+        renewed = consent.renew_record(args.ledger, args.speaker_id, args.expires)
+        until = renewed.expires_at.isoformat() if renewed.expires_at else "never expires"
+        print(f"consent renewed: {renewed.speaker_id} ({renewed.record_hash()[:12]}), {until}")
+        return 0
+    if args.command == "verify":
+        verified = consent.verify_ledger(args.ledger)
+        signed = "signed" if verified.signed else f"not signed (set {KEY_ENV} to sign new entries)"
+        counts = f"{verified.events} ledger event(s), {verified.audit_entries} audit entries"
+        print(f"ledger verifies: {counts}, {signed}")
+        for speaker_id, state in verified.documents.items():
+            print(f"document of {speaker_id}: {state}")
+        return 0
+    if args.command == "upgrade":
+        records, entries = consent.upgrade_ledger(args.ledger)
+        print(f"ledger upgraded: {records} record(s) and {entries} audit entries chained")
         return 0
     if args.command == "voices":
         from models.dashscope_voice_clone import VoiceEnrollment

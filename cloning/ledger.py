@@ -6,8 +6,13 @@ in the project creates a cloned voice without the ConsentGrant that check return
 
 Ledger layout (a folder the user keeps and backs up; nothing in it is a secret):
 
-    <ledger>/<speaker_id>.json   one record per speaker, JSON validated by ConsentRecord, written atomically
-    <ledger>/audit.log           JSON lines, append-only: O_APPEND, one write per entry, flock'd, fsync'd
+    <ledger>/ledger.chain        the truth: every change of a record (add, replace, renew, revoke, migrate) as
+                                 an event holding the whole new record, chained (cloning/chain.py), signed
+                                 with $QWENDUB_LEDGER_KEY when set; a record's state is its latest event
+    <ledger>/<speaker_id>.json   a readable copy of the current record, written after each event; a copy that
+                                 differs from the chain is reported as tampering (it never grants anything)
+    <ledger>/audit.log           the audit log, chained the same way (one JSON line per entry, seq/prev/hash)
+    <ledger>/*.head              each chain's last entry (catches a truncated chain)
     <ledger>/...                 signed documents may live here too and are then referenced relatively
     <ledger>/samples/<id>.<ext>  a voice sample, only when kept (`add --sample FILE --keep-sample`)
 
@@ -15,12 +20,18 @@ A record binds consent to a voice: its voice print (cloning/voiceprint.py) is th
 sample recording given at `add --sample FILE`; a job clones a voice only when its reference matches it.
 
 The audit log never holds script text: its entries are built from an allow-list of fields (AUDIT_FIELDS).
+
+Every read of a record verifies both chains first (check_consent, load_record, list_records): a ledger whose
+chain does not verify grants nothing, and the error names the first bad entry (`consent verify` prints it).
+A ledger from before the chain (plain <speaker>.json files and an unchained audit.log) is refused until it is
+upgraded once, explicitly, with `consent upgrade` (upgrade_ledger): its records are read into the chain as
+"migrate" events, its audit entries are chained in their order, and the old audit.log is kept beside it as
+audit.pre-chain.log. An upgrade cannot vouch for what happened before it; the chain protects from then on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import hashlib
 import json
@@ -28,6 +39,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -43,6 +55,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloning.chain import ChainError, append_entry, read_chain
 from core.errors import DubError
 from core.files import sha256_file, write_bytes_atomic, write_json_atomic
 from core.languages import LANGUAGES, Language
@@ -52,11 +65,16 @@ log = logging.getLogger(__name__)
 RECORD_FORMAT = 1
 SPEAKER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 AUDIT_FILE = "audit.log"
+CHAIN_FILE = "ledger.chain"
+PRE_CHAIN_AUDIT = "audit.pre-chain.log"
+RECORD_EVENTS = frozenset({"add", "replace", "renew", "revoke", "migrate"})
+CLI_JOB = "consent-cli"  # the job an audit entry names when no dubbing job made it (the consent command)
 AUDIT_EVENTS = frozenset(
     {
         "consent_granted",  # a record was added
         "consent_replaced",  # a record was superseded by a new one (add --replace)
         "consent_revoked",
+        "consent_renewed",  # a record's expiry was moved (renew)
         "clone_created",  # a voice was enrolled (api) or a clone prompt computed (local)
         "clone_synthesis",  # a job used a cloned voice for one language
         "voice_print_checked",  # a job compared a speaker's reference with the record's voice print
@@ -69,7 +87,7 @@ AUDIT_FIELDS = frozenset(
         "event", "time", "actor", "route", "speaker_id", "consent_record_hash", "reference_sha256",
         "voice_id", "prompt_id", "target_model", "model", "region", "job_id", "language", "languages",
         "line_count", "use", "document_status", "reason", "expires_at", "revoked_at", "status", "detail",
-        "reference_source", "plan_speaker", "similarity", "threshold", "sample_sha256",
+        "reference_source", "plan_speaker", "similarity", "threshold", "sample_sha256", "migrated",
     }
 )  # fmt: skip
 AUDIT_MAX_STRING = 300
@@ -281,50 +299,120 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {msg}"
 
 
+def chain_path(ledger: Path) -> Path:
+    return Path(ledger) / CHAIN_FILE
+
+
+def _pre_chain(ledger: Path) -> bool:
+    """A ledger written before the chain: records or an audit log, but no ledger.chain."""
+    if chain_path(ledger).exists():
+        return False
+    has_records = any(SPEAKER_ID_RE.fullmatch(p.stem) for p in ledger.glob("*.json"))
+    return has_records or audit_path(ledger).exists()
+
+
+def _chains(ledger: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Both chains, verified (ConsentError naming the first bad entry otherwise)."""
+    if _pre_chain(ledger):
+        raise ConsentError(
+            f"consent ledger {ledger} predates the tamper-evident format; upgrade it once with: "
+            f"python -m flows.consent upgrade --ledger {ledger}"
+        )
+    try:
+        events = read_chain(chain_path(ledger))
+        audit = read_chain(audit_path(ledger))
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+    if events and not audit:
+        raise ConsentError(f"consent ledger does not verify: {AUDIT_FILE} is missing or empty")
+    return events, audit
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The records as the chain says they are now: speaker id -> (record, the chain entry that made it)."""
+
+    records: dict[str, tuple[ConsentRecord, int]]
+    events: list[dict[str, Any]]
+    audit: list[dict[str, Any]]
+
+
+def ledger_state(ledger: Path) -> LedgerState:
+    """Verify both chains and derive every record's current state from ledger.chain."""
+    ledger = _check_ledger(ledger)
+    events, audit = _chains(ledger)
+    records: dict[str, tuple[ConsentRecord, int]] = {}
+    for entry in events:
+        if entry.get("event") not in RECORD_EVENTS:
+            continue
+        seq = int(entry["seq"])
+        where = f"consent ledger does not verify: {CHAIN_FILE} entry {seq}"
+        try:
+            record = ConsentRecord.model_validate(entry.get("record"))
+        except ValidationError as exc:
+            raise ConsentError(f"{where}: its record is malformed ({_first_error(exc)})") from None
+        if record.speaker_id != entry.get("speaker_id") or record.record_hash() != entry.get("record_hash"):
+            raise ConsentError(f"{where}: its record does not match its speaker id or record hash")
+        records[record.speaker_id] = (record, seq)
+    return LedgerState(records=records, events=events, audit=audit)
+
+
 def load_record(ledger: Path, speaker_id: str) -> ConsentRecord:
-    """The speaker's record; ConsentError when there is none or it does not validate."""
+    """The speaker's record as the verified chain says it is now; ConsentError when there is none, the
+    chain does not verify, or the readable copy <speaker>.json differs from it (edited by hand)."""
     ledger = _check_ledger(ledger)
     path = record_path(ledger, speaker_id)
-    if not path.is_file():
+    state = ledger_state(ledger)
+    if speaker_id not in state.records:
         raise ConsentError(
             f"no consent record for speaker {speaker_id!r} in {ledger} "
             f"(add one with: python -m cloning.cli add {speaker_id} --ledger {ledger} ...)"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConsentError(
-            f"consent record {path.name} is malformed (not readable JSON: {exc.__class__.__name__})"
-        ) from None
-    try:
-        record = ConsentRecord.model_validate(data)
-    except ValidationError as exc:
-        raise ConsentError(f"consent record {path.name} is malformed ({_first_error(exc)})") from None
-    if record.speaker_id != speaker_id:
-        raise ConsentError(
-            f"consent record {path.name} is malformed (it is for speaker {record.speaker_id!r})"
-        )
+    record, seq = state.records[speaker_id]
+    _check_copy(path, record, seq)
     return record
 
 
-def save_record(ledger: Path, record: ConsentRecord) -> Path:
+def _check_copy(path: Path, record: ConsentRecord, seq: int) -> None:
+    if not path.exists():
+        return  # the copy is for people; the chain alone decides
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if data != record.stored():
+        raise ConsentError(
+            f"consent ledger does not verify: {path.name} differs from {CHAIN_FILE} entry {seq} "
+            "(edited outside the ledger)"
+        )
+
+
+def save_record(ledger: Path, record: ConsentRecord, event: str = "add") -> Path:
+    """Append the record's event to the chain, then write its readable copy."""
+    if event not in RECORD_EVENTS:
+        raise ValueError(f"unknown ledger event {event!r}")
+    append_entry(
+        chain_path(ledger),
+        {"event": event, "time": utc_now().isoformat(), "actor": _actor(), "speaker_id": record.speaker_id,
+         "record": record.stored(), "record_hash": record.record_hash()},
+    )  # fmt: skip
     path = record_path(ledger, record.speaker_id)
     write_json_atomic(path, record.stored())
     return path
 
 
 def list_records(ledger: Path) -> list[tuple[str, ConsentRecord | None, str]]:
-    """(speaker id, record or None when malformed, problem) for every <speaker>.json in the ledger."""
-    ledger = _check_ledger(ledger)
+    """(speaker id, record or None when its copy was edited, problem) for every record in the chain."""
+    state = ledger_state(ledger)
     rows: list[tuple[str, ConsentRecord | None, str]] = []
-    for path in sorted(ledger.glob("*.json")):
-        speaker_id = path.stem
-        if not SPEAKER_ID_RE.fullmatch(speaker_id):
-            continue
+    for speaker_id in sorted(state.records):
+        record, seq = state.records[speaker_id]
         try:
-            rows.append((speaker_id, load_record(ledger, speaker_id), ""))
+            _check_copy(record_path(ledger, speaker_id), record, seq)
         except ConsentError as exc:
             rows.append((speaker_id, None, str(exc)))
+            continue
+        rows.append((speaker_id, record, ""))
     return rows
 
 
@@ -369,8 +457,9 @@ def check_consent(
 ) -> ConsentGrant:
     """The speaker's consent for these languages and this use at `now`, or ConsentError with the reason:
     no record, malformed record, revoked, not yet in force, expired, language(s) not covered, use not
-    covered, signed document changed. A signed document that is absent is allowed (the grant says so and
-    the audit entries note it); one that is present must match the recorded hash."""
+    covered, signed document changed, a ledger that does not verify (verify_ledger). A signed document
+    that is absent is allowed (the grant says so and the audit entries note it); one that is present must
+    match the recorded hash."""
     moment = _as_aware(now)
     ledger = _check_ledger(ledger).resolve()
     check_speaker_id(speaker_id)
@@ -378,6 +467,7 @@ def check_consent(
     wanted_use = normalize_use(use or "")
     if not wanted_use:
         raise ConsentError("no use given for the cloned voice (say what it is for, e.g. --clone-use ...)")
+    verify_ledger(ledger)  # the whole ledger: a clone job never starts on a ledger that does not verify
     record = load_record(ledger, speaker_id)
     who = f"speaker {speaker_id!r}"
     if record.revoked:
@@ -454,8 +544,7 @@ def add_record(
         stored = doc.relative_to(ledger.resolve()).as_posix()
     except ValueError:
         stored = str(doc)
-    path = record_path(ledger, speaker_id)
-    existed = path.exists()
+    existed = speaker_id in ledger_state(ledger).records  # verifies the chains first
     if existed and not replace:
         raise ConsentError(
             f"a consent record for speaker {speaker_id!r} already exists; use --replace to supersede it"
@@ -489,7 +578,7 @@ def add_record(
     if voice_print is not None and voice_print.sample is not None and sample is not None:
         (ledger / "samples").mkdir(exist_ok=True)
         write_bytes_atomic(ledger / voice_print.sample, sample.read_bytes())
-    save_record(ledger, record)
+    save_record(ledger, record, "replace" if existed else "add")
     append_audit(
         ledger,
         {
@@ -522,7 +611,7 @@ def revoke_record(
         update={"revoked": True, "revoked_at": moment, "revoked_reason": reason, "voice_print": None}
     )
     revoked = ConsentRecord.model_validate(revoked.model_dump())  # re-validate the updated record
-    save_record(ledger, revoked)
+    save_record(ledger, revoked, "revoke")
     append_audit(
         ledger,
         {
@@ -537,6 +626,26 @@ def revoke_record(
     if record.voice_print is not None and record.voice_print.sample is not None:
         (Path(ledger) / record.voice_print.sample).unlink(missing_ok=True)  # a kept sample goes too
     return revoked, True
+
+
+def renew_record(ledger: Path, speaker_id: str, expires_at: datetime | None) -> ConsentRecord:
+    """Move a record's expiry (None: never), as a "renew" event in the chain, audited. A revoked record
+    cannot be renewed (add a new one with --replace)."""
+    ledger = _check_ledger(ledger)
+    record = load_record(ledger, speaker_id)
+    if record.revoked:
+        raise ConsentError(f"consent of speaker {speaker_id!r} was revoked; record a new consent instead")
+    try:
+        renewed = ConsentRecord.model_validate({**record.model_dump(), "expires_at": expires_at})
+    except ValidationError as exc:
+        raise ConsentError(f"invalid renewal ({_first_error(exc)})") from None
+    save_record(ledger, renewed, "renew")
+    append_audit(
+        ledger,
+        {"event": "consent_renewed", "speaker_id": speaker_id, "consent_record_hash": renewed.record_hash(),
+         "expires_at": expires_at.isoformat() if expires_at else None},
+    )  # fmt: skip
+    return renewed
 
 
 # -- audit log -------------------------------------------------------------------------------------------
@@ -563,13 +672,25 @@ def _check_value(key: str, value: Any) -> None:
             raise ValueError(f"audit field {key!r} is too long for an audit entry")
 
 
-def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
-    """Append one entry to <ledger>/audit.log and return it (with its time and actor added).
+_AUDIT_JOB: ContextVar[str | None] = ContextVar("audit_job", default=None)
 
-    The file is opened with O_APPEND, the entry is one JSON line written with one write() under an
-    exclusive flock, then fsync'd: concurrent writers (threads or processes) never interleave, and an entry
-    that was returned is on disk. Unknown events and fields outside AUDIT_FIELDS are refused (ValueError):
-    script text has no field to go in."""
+
+@contextlib.contextmanager
+def audit_job(job_id: str) -> Iterator[None]:
+    """Audit entries appended inside this block (in this thread) name this job unless they name one."""
+    token = _AUDIT_JOB.set(job_id)
+    try:
+        yield
+    finally:
+        _AUDIT_JOB.reset(token)
+
+
+def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
+    """Append one entry to the chained <ledger>/audit.log and return it (with its time, actor, job and chain
+    fields added). Every entry names a job: the one given, else the dubbing job of the audit_job block it is
+    appended in, else "consent-cli" (the consent command).
+    Unknown events and fields outside AUDIT_FIELDS are refused (ValueError): script text has no field to
+    go in. Appending to an audit log that does not verify is refused (ConsentError naming the entry)."""
     name = event.get("event")
     if name not in AUDIT_EVENTS:
         raise ValueError(f"unknown audit event {name!r}")
@@ -577,66 +698,145 @@ def append_audit(ledger: Path, event: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"audit fields not allowed: {', '.join(sorted(unknown))}")
     entry: dict[str, Any] = {"time": utc_now().isoformat(), "actor": _actor(), **event}
+    entry["job_id"] = entry.get("job_id") or _AUDIT_JOB.get() or CLI_JOB
     for key, value in entry.items():
         _check_value(key, value)
-    line = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-    path = audit_path(ledger)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # a crash left a partial last line: keep ours on its own line
-            written = 0
-            while written < len(line):
-                written += os.write(fd, line[written:])
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-    if created:
-        with contextlib.suppress(OSError):  # make the new directory entry durable too
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    return entry
-
-
-def _audit_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open("rb") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-        try:
-            data = handle.read()
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if raw.strip():
-            yield number, raw.decode("utf-8", errors="replace")
+        return append_entry(audit_path(ledger), entry)
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
 
 
 def read_audit(ledger: Path) -> list[dict[str, Any]]:
-    """Every entry of <ledger>/audit.log, oldest first ([] when there is none). A line that is not a JSON
-    object (a write cut by a crash) is skipped with a warning."""
-    path = audit_path(ledger)
-    if not path.is_file():
-        return []
-    entries: list[dict[str, Any]] = []
-    for number, text in _audit_lines(path):
-        try:
-            entry = json.loads(text)
-        except json.JSONDecodeError:
-            entry = None
-        if not isinstance(entry, dict):
-            log.warning("audit.log line %d is not a JSON object; skipped", number)
+    """Every entry of <ledger>/audit.log, oldest first ([] when there is none), verified (ConsentError
+    naming the first bad entry otherwise)."""
+    try:
+        return read_chain(audit_path(ledger))
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+
+
+# -- artefacts made with a cloned voice ---------------------------------------------------------------------
+
+ARTEFACT_EVENTS = frozenset({"enroll_intent", "artefact"})
+
+
+def record_artefact(ledger: Path, event: str, speaker_id: str, **fields: str | None) -> dict[str, Any]:
+    """Journal, in the ledger's chain, something made (or about to be made) with a speaker's cloned voice,
+    so that revocation finds it wherever it lies: "enroll_intent" BEFORE a voice is enrolled at the service
+    (a crash before its id is kept cannot hide it: revocation lists the account's voices by the name),
+    "artefact" once made (fields: kind, and voice/region or path/cache_dir/job_id). Fields hold ids and
+    paths only, never text."""
+    if event not in ARTEFACT_EVENTS:
+        raise ValueError(f"unknown artefact event {event!r}")
+    check_speaker_id(speaker_id)
+    payload: dict[str, Any] = {
+        "event": event, "time": utc_now().isoformat(), "speaker_id": speaker_id,
+        "job_id": _AUDIT_JOB.get() or CLI_JOB,
+    }  # fmt: skip
+    for key, value in fields.items():
+        if value is not None:
+            _check_value(key, value)
+            payload[key] = value
+    try:
+        return append_entry(chain_path(ledger), payload)
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+
+
+def artefacts_of(ledger: Path, speaker_id: str) -> list[dict[str, Any]]:
+    """Every enroll_intent/artefact entry of the speaker in the (verified) chain, oldest first."""
+    try:
+        events = read_chain(chain_path(ledger))
+    except ChainError as exc:
+        raise ConsentError(str(exc)) from None
+    return [e for e in events if e.get("event") in ARTEFACT_EVENTS and e.get("speaker_id") == speaker_id]
+
+
+# -- verify and upgrade ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    events: int
+    audit_entries: int
+    signed: bool
+    documents: dict[str, str]  # speaker id -> verified / missing (of records not revoked)
+
+
+def verify_ledger(ledger: Path) -> Verification:
+    """Check both chains, every record's readable copy and every signed document's hash (of records not
+    revoked; a missing document is allowed and reported, a changed one is not). ConsentError naming the
+    first bad entry."""
+    state = ledger_state(ledger)
+    documents: dict[str, str] = {}
+    for speaker_id in sorted(state.records):
+        record, seq = state.records[speaker_id]
+        _check_copy(record_path(ledger, speaker_id), record, seq)
+        if record.revoked:
             continue
-        entries.append(entry)
-    return entries
+        doc_state = document_state(ledger, record)
+        if doc_state == "mismatch":
+            raise ConsentError(
+                f"consent ledger does not verify: {CHAIN_FILE} entry {seq} (speaker {speaker_id!r}): the "
+                f"signed document {document_path(ledger, record).name} does not match its recorded sha256"
+            )
+        documents[speaker_id] = doc_state
+    signed = bool(state.events) and "mac" in state.events[-1]
+    return Verification(len(state.events), len(state.audit), signed, documents)
+
+
+def upgrade_ledger(ledger: Path) -> tuple[int, int]:
+    """Read a ledger from before the chain into it, once: every valid <speaker>.json becomes a "migrate"
+    event, every old audit entry is chained in order (marked "migrated"), the old audit.log is kept as
+    audit.pre-chain.log. Returns (records, audit entries) migrated. ConsentError when it is already chained
+    or a record does not validate (fix or remove it first: nothing is migrated then)."""
+    ledger = _check_ledger(ledger)
+    if chain_path(ledger).exists():
+        raise ConsentError(f"consent ledger {ledger} is already in the tamper-evident format")
+    records: list[ConsentRecord] = []
+    for path in sorted(ledger.glob("*.json")):
+        if not SPEAKER_ID_RE.fullmatch(path.stem):
+            continue
+        try:
+            record = ConsentRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ConsentError(f"consent record {path.name} is not readable JSON; fix it first") from None
+        except ValidationError as exc:
+            raise ConsentError(f"consent record {path.name} is malformed ({_first_error(exc)})") from None
+        if record.speaker_id != path.stem:
+            raise ConsentError(f"consent record {path.name} is for speaker {record.speaker_id!r}")
+        records.append(record)
+    old_audit: list[dict[str, Any]] = []
+    audit = audit_path(ledger)
+    if audit.exists():
+        for number, raw in enumerate(audit.read_bytes().split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                item = None
+            if not isinstance(item, dict):
+                log.warning("audit.log line %d is not a JSON object; not migrated", number)
+                continue
+            old_audit.append(item)
+        os.replace(audit, ledger / PRE_CHAIN_AUDIT)
+    for record in records:
+        save_record(ledger, record, "migrate")
+    for item in old_audit:
+        kept = {k: v for k, v in item.items() if k in AUDIT_FIELDS}
+        if kept.get("event") not in AUDIT_EVENTS:
+            continue
+        entry = {"job_id": CLI_JOB, **kept, "migrated": True}
+        try:
+            append_entry(audit, entry)
+        except ChainError as exc:
+            raise ConsentError(str(exc)) from None
+    if not old_audit or not read_chain(audit):
+        append_audit(ledger, {"event": "consent_granted", "status": "migrated", "migrated": True,
+                              "detail": f"{len(records)} record(s) read into the chain"})  # fmt: skip
+    return len(records), len(old_audit)
 
 
 def ensure_still_valid(grant: ConsentGrant, now: datetime | None = None) -> None:

@@ -32,7 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cloning.ledger import ConsentError, ConsentGrant, audit_clone_synthesis, check_consent
+from cloning.ledger import (
+    ConsentError,
+    ConsentGrant,
+    audit_clone_synthesis,
+    audit_job,
+    check_consent,
+    record_artefact,
+)
 from core.config import CLONE_EVERY_LINE
 from core.errors import ConfigError
 from core.files import sha256_file, write_json_atomic
@@ -90,7 +97,7 @@ def report_block(session: SpeakerClone, synth: SpeechSynthesizer | None) -> dict
     return report
 
 
-def _job_id(config: DubConfig) -> str:
+def _job_id(config: DubConfig | JobPaths) -> str:
     """The Prefect flow run's id inside a run, else the video name."""
     try:
         from prefect.runtime import flow_run
@@ -199,9 +206,19 @@ class SpeakerClone:
         """The reference recording (the user's --clone-ref, or 3-15 s of the cleanest speech chosen from
         THIS speaker's lines of speech_wav), then its voice matched against the record's voice print
         (ConsentError below the threshold). Loads no TTS model and calls no API."""
+        wav = self.reference_path(job)
+        with audit_job(_job_id(job)):
+            # journalled first: revocation cleans this job folder (reference, clips, fits, mixes)
+            record_artefact(
+                self.ledger, "artefact", self.speaker_id, kind="job", path=str(job.root.resolve())
+            )
+            return self._prepare_reference(speech_wav, lines, job, wav)
+
+    def _prepare_reference(
+        self, speech_wav: Path, lines: Sequence[TimedLine], job: JobPaths, wav: Path
+    ) -> Path:
         from cloning.reference import prepare_reference, select_reference
 
-        wav = self.reference_path(job)
         if self.reference is not None:
             prepare_reference(self.reference, wav, self.reference_text)
         else:
@@ -251,22 +268,29 @@ class SpeakerClone:
         reference; consent is checked again first, and a reference not matched against the record's voice
         print is matched now (ConsentError when it does not match). One per process: later calls return the
         same one. create=False (estimates, dry runs) creates no voice and loads no model."""
-        from cloning.reference import load_reference
-
         grant = self.grant()
         reference = self.reference_path(job)
         key = (self, str(reference), _file_state(reference), create, require_key, config.model_dump_json())
         with _SYNTHS_LOCK:
             synth = _SYNTHS.get(key)
             if synth is None:
-                wav, text = load_reference(reference)
-                if self.matched_similarity(job) is None:
-                    self.check_voice(job)
-                synth = clone_spec(self.engine).build(grant, wav, text, config, create, require_key)
+                with audit_job(_job_id(config)):
+                    synth = self._build(config, job, grant, reference, create, require_key)
                 if len(_SYNTHS) >= _MAX_SYNTHS:
                     _SYNTHS.clear()
                 _SYNTHS[key] = synth
         return synth
+
+    def _build(
+        self, config: DubConfig, job: JobPaths, grant: ConsentGrant, reference: Path, create: bool,
+        require_key: bool,
+    ) -> SpeechSynthesizer:  # fmt: skip
+        from cloning.reference import load_reference
+
+        wav, text = load_reference(reference)
+        if self.matched_similarity(job) is None:
+            self.check_voice(job)
+        return clone_spec(self.engine).build(grant, wav, text, config, create, require_key)
 
     def audit_use(self, config: DubConfig, language: str, line_count: int) -> None:
         """The "clone_synthesis" audit entry of one language, appended BEFORE it is spoken (ConsentError when

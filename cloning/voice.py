@@ -18,6 +18,7 @@ through cloning.session.CloneSession, never by engine name.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from cloning.ledger import (
     append_audit,
     check_speaker_id,
     ensure_still_valid,
+    record_artefact,
     utc_now,
 )
 from cloning.reference import validate_reference
@@ -132,6 +134,10 @@ def local_clone_synthesizer(
         prompt = tts.clone_prompt(reference_wav, text)
         tts.voice_prompt = prompt
         if _prompt_files(prompt_dir, prompt_id) != before:  # written now: it was computed, not read
+            record_artefact(
+                grant.ledger, "artefact", grant.speaker_id, kind="clone_prompt", prompt_id=prompt.id,
+                path=str(prompt_dir.resolve()), cache_dir=str(Path(cache_dir).resolve()),
+            )  # fmt: skip
             append_audit(
                 grant.ledger,
                 {
@@ -147,6 +153,16 @@ def local_clone_synthesizer(
                 },
             )
     return tts
+
+
+PROMPT_FILE_RE = re.compile(r"qwen-clone-(?P<model>[0-9a-f]{12})-(?P<prompt>[0-9a-f]{16})\.pt")
+
+
+def prompt_id_of(path: Path) -> str | None:
+    """The clone prompt id of a prompt file QwenLocalTTS wrote (qwen-clone-<model hash 12>-<prompt id 16>.pt,
+    see QwenLocalTTS._prompt_cache_file and clone_prompt_id), None for any other file."""
+    match = PROMPT_FILE_RE.fullmatch(Path(path).name)
+    return match["prompt"] if match else None
 
 
 def _prompt_files(prompt_dir: Path, prompt_id: str) -> dict[str, tuple[int, int]]:
@@ -214,6 +230,12 @@ def api_clone_synthesizer(
             validate_reference(reference_wav)  # the service's limits, checked before the upload
             client = enrollment or VoiceEnrollment(region=region, retry=retry)
             name = preferred_name_for(grant.speaker_id)
+            # journalled before the call: a crash between enrollment and keeping the id cannot hide the
+            # voice from revocation (it lists the account's voices by this name)
+            record_artefact(
+                grant.ledger, "enroll_intent", grant.speaker_id, preferred_name=name, region=region,
+                target_model=target_model, cache_dir=str(Path(cache_dir).resolve()),
+            )  # fmt: skip
             voice = client.create(
                 reference_wav,
                 preferred_name=name,
@@ -231,6 +253,10 @@ def api_clone_synthesizer(
                 "created_at": utc_now().isoformat(),
             }
             cache.add(entry)
+            record_artefact(
+                grant.ledger, "artefact", grant.speaker_id, kind="enrolled_voice", voice=voice,
+                region=region, cache_dir=str(Path(cache_dir).resolve()),
+            )  # fmt: skip
             append_audit(
                 grant.ledger,
                 {

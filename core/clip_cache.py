@@ -7,6 +7,7 @@ is what marks it complete), so concurrent and killed runs never leave an entry t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ from core.files import atomic_path, content_key, read_json, write_json_atomic
 # Metadata key naming the consented speaker whose cloned voice made a clip: the synthesis stage writes it,
 # revocation (cloning/revoke.py) purges the entries that carry it.
 CLONE_SPEAKER = "clone_speaker"
+# A clip the local TTS length guard flagged (metadata "guard") is kept, for the job that made it and its
+# report, but a later run synthesises it again, at most GUARD_TRIES runs in all ("guard_tries" counts them);
+# a retry that passes replaces it, and after the last try the flagged clip is used as it is.
+GUARD = "guard"
+GUARD_TRIES = 3
 
 
 def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
@@ -27,8 +33,12 @@ def clip_key(identity: dict[str, Any], language: str, text: str) -> str:
 
 
 class ClipCache:
+    """One run's view of the cache folder: an entry this instance wrote is always a hit; a guard-flagged
+    entry from an earlier run with tries left is a miss (see GUARD_TRIES)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root / "clips"
+        self._written: set[str] = set()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         d = self.root / key[:2]
@@ -47,6 +57,8 @@ class ClipCache:
             or info.frames != meta.get("frames")
         ):
             return None  # truncated or foreign file: not trusted, will be re-synthesised
+        if meta.get(GUARD) and key not in self._written and int(meta.get("guard_tries", 1)) < GUARD_TRIES:
+            return None  # flagged by the length guard in an earlier run: try it again
         return wav, meta
 
     def put(
@@ -55,10 +67,18 @@ class ClipCache:
         if audio.size == 0 or not np.all(np.isfinite(audio)):
             raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
         wav, meta_path = self._paths(key)
+        if meta.get(GUARD):
+            tries = 1
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                previous = read_json(meta_path)
+                if isinstance(previous, dict) and previous.get(GUARD):
+                    tries = int(previous.get("guard_tries", 1)) + 1
+            meta = {**meta, "guard_tries": tries}
         with atomic_path(wav) as tmp:
             sf.write(str(tmp), audio.astype(np.float32), rate, subtype="FLOAT")
         meta = {**meta, "sample_rate": rate, "frames": int(audio.size)}
         write_json_atomic(meta_path, meta)
+        self._written.add(key)
         return wav, meta
 
     def purge(self, predicate: Callable[[dict[str, Any]], bool]) -> list[Path]:

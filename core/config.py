@@ -372,6 +372,7 @@ class DubConfig(BaseModel):
         default=None,
         description="transcript of the reference recording",
         json_schema_extra=cli(metavar="TEXT", default="from the line plan"),
+        exclude=True,  # personal data: never serialised into a flow run's parameters (the run's history)
     )
 
     # -- advanced options -------------------------------------------------------------------------------

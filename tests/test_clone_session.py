@@ -155,6 +155,9 @@ def test_a_job_creates_its_voice_once_audits_its_use_and_stops_when_consent_is_r
     session.audit_use(config, "ja", 4)
     (used,) = events(ledger, "clone_synthesis")
     assert (used["route"], used["job_id"], used["language"], used["line_count"]) == (API, "video", "ja", 4)
+    job_events = [e for e in read_audit(ledger) if e["event"] != "consent_granted"]  # the job's entries
+    assert {e["event"] for e in job_events} == {"voice_print_checked", "clone_created", "clone_synthesis"}
+    assert {e["job_id"] for e in job_events} == {"video"}  # every entry names the job
 
     disclosure = session.disclosure(config)
     assert "alice" in disclosure and clone.record_hash[:12] in disclosure
@@ -250,3 +253,70 @@ def test_the_consent_command_users_type_still_works(ledger: Path, tmp_path: Path
         "deleted cached clips: 1",
     ]
     assert clips.get(keys["alice"]) is None and clips.get(keys["bob"]) is not None
+
+
+def test_revoke_leaves_no_file_made_with_the_voice_in_two_caches_and_two_job_folders(
+    ledger: Path, reference: Path, tmp_path: Path, dashscope_server: LoopbackDashScope,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A job through a deployment's cache folder and another through the default one; `revoke` is given
+    the default only, and finds the other through the ledger's journal."""
+    from cloning.cli import main as consent_cli
+    from core.languages import get_language
+
+    caches = {"deployment": tmp_path / "deployment-cache", "default": tmp_path / "default-cache"}
+    jobs: list[JobPaths] = []
+    for name, cache_dir in caches.items():
+        config = job_config(
+            ledger, tmp_path, clone_ref=reference, clone_ref_text=REF_TEXT, cache_dir=cache_dir,
+            out=tmp_path / f"job-{name}",
+        )  # fmt: skip
+        job = JobPaths(config.out_dir, config.name, config.container)
+        jobs.append(job)
+        session = CloneSession.open(config)
+        assert session is not None
+        session.prepare(config, tmp_path / "unused-vocals.wav", [], job)  # reference, voice check, enrollment
+        clip = session.clones[0].synthesizer(config, job).synthesize("Hello.", get_language("ja"))
+        # what the synthesis, fit and assemble stages leave (tasks/synthesize.py, tasks/line.py, audio/)
+        wav, _ = ClipCache(cache_dir).put(
+            "ab" + "0" * 62, clip.audio, clip.sample_rate, {CLONE_SPEAKER: "alice"}
+        )
+        link = job.clips_dir("ja") / "0000.wav"
+        link.parent.mkdir(parents=True)
+        link.hardlink_to(wav)
+        fitted = job.work / "fit" / "ja" / "0000.wav"
+        fitted.parent.mkdir(parents=True)
+        sf.write(fitted, clip.audio, clip.sample_rate)
+        job.dub_audio("ja").write_bytes(b"mix")
+        job.vocals.write_bytes(b"the video's own speech")  # taken from the video: kept
+        job.single("ja").write_bytes(b"video")
+        job.stem("ja").write_bytes(b"stem")
+        job.report.write_text("{}")
+    assert len(dashscope_server.enrolled_voices()) == 2
+
+    def made_with_the_voice() -> list[Path]:
+        found: list[Path] = []
+        for cache_dir in caches.values():
+            for meta in (cache_dir / "clips").rglob("*.json"):
+                if CLONE_SPEAKER in meta.read_text():
+                    found += [meta, meta.with_suffix(".wav")]
+            found += [p for p in cache_dir.rglob("*") if "alice" in p.name and p.is_file()]
+        for job in jobs:
+            found += [p for p in job.work.rglob("*") if p.is_file() and p.suffix in {".wav", ".mka"}
+                      and p != job.vocals]  # fmt: skip
+        return found
+
+    assert len(made_with_the_voice()) >= 12
+    argv = ["revoke", "alice", "--ledger", str(ledger), "--cache-dir", str(caches["default"])]
+    assert consent_cli(argv) == 0
+    out = capsys.readouterr().out
+    assert made_with_the_voice() == []
+    assert dashscope_server.enrolled_voices() == {}
+    assert all(job.vocals.is_file() and job.report.is_file() for job in jobs)
+    for job in jobs:  # deliverables: listed, kept
+        assert f"{job.single('ja')}: kept (delete with --purge-outputs)" in out
+        assert job.single("ja").is_file() and job.stem("ja").is_file()
+    assert consent_cli([*argv, "--purge-outputs"]) == 0
+    out = capsys.readouterr().out
+    assert all(not job.single("ja").exists() and not job.stem("ja").exists() for job in jobs)
+    assert f"{jobs[0].stem('ja')}: deleted" in out

@@ -287,3 +287,37 @@ def test_the_reference_is_chosen_from_the_speakers_lines_only(tmp_path: Path) ->
     assert window["line_indices"] == [1] and window["start"] >= 7.0
     with pytest.raises(Exception, match="of speaker S3"):
         select_reference(vocals, lines, out_wav=tmp_path / "s3.wav", speaker="S3")
+
+
+@pytest.mark.e2e
+def test_a_clone_run_leaves_no_text_or_document_in_the_prefect_database(
+    prefect_harness: None,
+    sample_video: Path,
+    sample_truth: dict[str, Any],
+    video_sample: Path,
+    tmp_path: Path,
+    dashscope_server: LoopbackDashScope,
+) -> None:
+    """Acceptance: after a clone run through the real (temporary) Prefect server, its SQLite database holds
+    none of the script text, the reference transcript (--clone-ref-text) or the signed document."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    from flows.dub import dub
+
+    plan = tmp_path / "plan.json"
+    texts = write_plan(plan, sample_truth)
+    ledger = make_ledger(tmp_path, {"guest": video_sample})
+    transcript = "Private words of the reference, 7f3a9c"
+    dub(job_config(sample_video, plan, ledger, tmp_path, "S2=guest", clone_ref=video_sample,
+                   clone_ref_text=transcript))  # fmt: skip
+    assert dashscope_server.count("voice") == 1
+    assert dashscope_server.requests_of("voice")[0].body["input"]["text"] == transcript  # it was used
+
+    url = str(PREFECT_API_DATABASE_CONNECTION_URL.value())
+    database = Path(url.split(":///", 1)[1])
+    stored = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    assert b"S2=guest" in stored  # the run's parameters are there (the scan reads the right database)
+    secrets = [transcript, (ledger / "signed.pdf").read_text(), *texts]
+    for secret in secrets:
+        for form in (secret.encode(), secret.encode("utf-16-le")):
+            assert form[:40] not in stored, secret
