@@ -413,6 +413,38 @@ def check_prefect_home() -> None:
             raise InputError(f"{what} {folder} is not a writable folder ({reason}): {PREFECT_FIX}") from None
 
 
+def share_rate_limits(config: DubConfig) -> None:
+    """Worker processes share the DashScope account: its global rate limits on (models/pacing.py), and
+    the Prefect API the workers must reach exported to them (the temporary server's address, when this
+    process started one)."""
+    from models.dashscope_common import Endpoint, api_key_from_env
+    from models.pacing import share_account_limits
+    from models.registry import translator_engine, tts_engine
+
+    if not (tts_engine(config.tts).needs_key or translator_engine(config.translator).needs_key):
+        return  # no request to an account
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            server = SubprocessASGIServer()
+            if not server.running:
+                server.start()
+            os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the cluster's workers
+        endpoint = Endpoint.for_region(config.region).http_base_url
+        pacing = {"tts": (config.tts_rpm, config.concurrency), "mt": (config.mt_rpm, config.concurrency)}
+        share_account_limits(api_key_from_env(), endpoint, pacing)
+    except DubError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming what could not be done
+        raise ConfigError(
+            "cannot set up the shared DashScope rate limit on the Prefect server "
+            f"({type(exc).__name__}); set QWENDUB_TTS_RATE_LIMIT and QWENDUB_MT_RATE_LIMIT to limits you "
+            "created (docs/operations.md), or use --task-runner thread"
+        ) from None
+
+
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
@@ -492,6 +524,10 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
             start_temporary_server_quietly()
         if not (debug or json_logs):
             console_logs_to_stdout()
+        from flows.runners import uses_processes
+
+        if uses_processes(kind, address) and not config.dry_run:
+            share_rate_limits(config)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback (see failure)
         return failure(exc, debug)
     return Invocation(config, debug, runner)
