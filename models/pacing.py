@@ -173,9 +173,7 @@ def account_limit_name(kind: str, api_key: str, endpoint: str) -> str:
     return f"dashscope-{kind}-{digest}"
 
 
-def share_account_limits(
-    api_key: str, endpoint: str, pacing: dict[str, tuple[int, int]]
-) -> dict[str, str]:
+def share_account_limits(api_key: str, endpoint: str, pacing: dict[str, tuple[int, int]]) -> dict[str, str]:
     """Turn the global rate limit on for every process that shares this account: for each kind ("tts",
     "mt") whose variable the user has not set, a limit named after the account is created on the Prefect
     server when missing (at most `concurrency` requests at once, refilled at `rpm / 60` per second: the
@@ -205,7 +203,9 @@ def share_account_limits(
             except ObjectNotFound:
                 with contextlib.suppress(ObjectAlreadyExists):  # another process created it first
                     client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=concurrency, slot_decay_per_second=decay)
+                        GlobalConcurrencyLimitCreate(
+                            name=name, limit=concurrency, slot_decay_per_second=decay
+                        )
                     )
             os.environ[env] = name
             names[kind] = name

@@ -37,7 +37,12 @@ def test_the_laptop_options_are_a_valid_job(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(plan, DemoPlan)
     args = build_parser().parse_args([str(SAMPLE), "--langs", "ja,en,ko", *plan.args])
     config = config_from_args(args)
-    assert (config.tts, config.tts_size, config.translator, config.separator) == ("local", "0.6B", "local", "none")
+    assert (config.tts, config.tts_size, config.translator, config.separator) == (
+        "local",
+        "0.6B",
+        "local",
+        "none",
+    )
 
 
 def test_too_little_memory_stops_with_one_line_naming_both_ways(capsys: pytest.CaptureFixture[str]) -> None:
