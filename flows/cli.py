@@ -294,8 +294,6 @@ def exit_now(code: int, last_line: str | None = None) -> NoReturn:
     events to it. Every artefact is written atomically, so nothing half-written is left to trust.
     `last_line` is printed last: logging is switched off first and every handler's lock is held, so a
     task still finishing in another thread cannot log after it (a CI run caught one doing so)."""
-    import logging
-
     logging.disable(logging.CRITICAL)
     loggers = [
         logging.root,
@@ -448,8 +446,6 @@ def share_rate_limits(config: DubConfig) -> None:
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
-    import logging
-
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
 

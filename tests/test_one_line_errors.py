@@ -127,7 +127,8 @@ def test_a_corrupt_model_folder_inside_the_flow_is_one_line(tmp_path: Path) -> N
     plan = subtitles(tmp_path / "plan.srt", 2)
     proc = dub(
         [VIDEO, "--langs", "ja", "--separator", "none", "--subtitles", str(plan), "--translator", "local",
-         "--translator-model", str(broken), "--out", str(tmp_path / "out")], tmp_path, DASHSCOPE_API_KEY="sk-x",
+         "--translator-model", str(broken), "--out", str(tmp_path / "out")],
+        tmp_path, DASHSCOPE_API_KEY="sk-x",
     )  # fmt: skip
     one_error_line(proc, str(broken))
     assert "Finished in state Failed" not in proc.stdout  # no failure chatter on stdout either
