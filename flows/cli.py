@@ -365,6 +365,10 @@ def console_logs_to_stdout() -> None:
     """What a terminal shows during a normal run (no --debug, no --log-json): progress on stdout (Prefect's
     run and task lines, our stage lines, library warnings through `logging`), Prefect's failure chatter
     nowhere, and stderr kept for the one last line, `error: ...`, so a failure reads as that line."""
+    from flows.dask_worker import QUIET_ENV
+
+    os.environ[QUIET_ENV] = "1"  # worker processes of a local Dask cluster do the same
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # and skip their start-up chatter
     logging.captureWarnings(True)  # warnings.warn from libraries: a log record, not a stderr write
     loggers = [
         logging.root,

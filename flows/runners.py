@@ -82,6 +82,7 @@ def make_task_runner(
                 "threads_per_worker": max(1, -(-workers // n)),  # the same threads, spread over them
                 "processes": True,
                 "dashboard_address": None,
+                "preload": ["flows.dask_worker"],  # its console follows the CLI's (flows/dask_worker.py)
             }
         )
     raise ValueError(f"unknown task runner {kind!r}: expected {' or '.join(RUNNER_KINDS)}")

@@ -167,3 +167,17 @@ def test_debug_keeps_the_detail(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-1].startswith("error: translation of line")
     assert '"level": "error"' in proc.stderr  # Prefect's failure records, as JSON lines
+
+
+@pytest.mark.e2e
+def test_a_failure_in_a_dask_worker_process_is_one_line(tmp_path: Path) -> None:
+    """The worker processes of the local cluster write to the same terminal: their console follows the
+    CLI's (flows/dask_worker.py), so their failure chatter and start-up lines stay off stderr too."""
+    plan = subtitles(tmp_path / "plan.srt", 2)
+    with LoopbackDashScope() as server:
+        proc = dub(
+            [VIDEO, "--langs", "ja", "--separator", "none", "--subtitles", str(plan), "--out",
+             str(tmp_path / "out"), "--task-runner", "dask"], tmp_path, DASHSCOPE_API_KEY="sk-wrong",
+            DASHSCOPE_HTTP_BASE_URL=server.base_http_api_url, QWENDUB_DASK_WORKERS="2",
+        )  # fmt: skip
+    one_error_line(proc, "HTTP 401", "translation of line")
