@@ -6,16 +6,20 @@ missing key, an unknown voice or a missing video fails before any model loads.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.config import DubConfig, build_config
 from core.errors import InputError
 
 
-def preflight(config: DubConfig | Mapping[str, Any]) -> DubConfig:
+def preflight(
+    config: DubConfig | Mapping[str, Any], before_loads: Callable[[], None] | None = None
+) -> DubConfig:
     """Everything that can be known before work starts; returns the validated config (a deployment run's
-    `config` arrives as JSON, validated here so that a bad value fails with its one line too)."""
+    `config` arrives as JSON, validated here so that a bad value fails with its one line too).
+    `before_loads`: the caller's own cheap checks (the CLI's: Prefect's home and database), run after
+    these and before the first model load."""
     if not isinstance(config, DubConfig):
         config = build_config(**config)  # options: languages, engines, voices, values in range
     from models.dashscope_common import api_key_from_env
@@ -67,6 +71,8 @@ def preflight(config: DubConfig | Mapping[str, Any]) -> DubConfig:
         probe_file.unlink()
     except OSError as exc:
         raise InputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    if before_loads is not None:
+        before_loads()
     # last, the one load: demucs (downloaded on first use), so an offline machine fails before any work;
     # the loaded model stays cached in the process for the separation stage
     check_separation(config, load=True)

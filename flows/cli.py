@@ -17,6 +17,7 @@ a non-zero exit, before Prefect starts when it can be known up front (core/check
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import types
@@ -293,8 +294,6 @@ def exit_now(code: int, last_line: str | None = None) -> NoReturn:
     events to it. Every artefact is written atomically, so nothing half-written is left to trust.
     `last_line` is printed last: logging is switched off first and every handler's lock is held, so a
     task still finishing in another thread cannot log after it (a CI run caught one doing so)."""
-    import logging
-
     logging.disable(logging.CRITICAL)
     loggers = [
         logging.root,
@@ -348,11 +347,113 @@ def start_temporary_server_quietly() -> None:
         return
 
 
+FAILED_STATES = ("Failed", "Crashed", "Cancelled", "TimedOut")
+
+
+class FailureChatter(logging.Filter):
+    """Prefect's own account of a failure: "Task run failed with exception ...", "Encountered exception
+    during execution ...", "Finished in state Failed(...)" (each at least twice per failure, once per task
+    run and once for the flow run). The CLI prints the failure once, as its `error:` line; the records
+    still reach the Prefect API (the UI shows them), --debug and --log-json."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        if record.levelno >= logging.ERROR:
+            return False
+        message = record.getMessage()
+        return not message.startswith(tuple(f"Finished in state {s}" for s in FAILED_STATES))
+
+
+def console_logs_to_stdout() -> None:
+    """What a terminal shows during a normal run (no --debug, no --log-json): progress on stdout (Prefect's
+    run and task lines, our stage lines, library warnings through `logging`), Prefect's failure chatter
+    nowhere, and stderr kept for the one last line, `error: ...`, so a failure reads as that line."""
+    from flows.dask_worker import QUIET_ENV
+
+    os.environ[QUIET_ENV] = "1"  # worker processes of a local Dask cluster do the same
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # and skip their start-up chatter
+    logging.captureWarnings(True)  # warnings.warn from libraries: a log record, not a stderr write
+    loggers = [
+        logging.root,
+        *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+            continue
+        if handler.stream not in (sys.stderr, sys.__stderr__):
+            continue
+        handler.setStream(sys.stdout)
+        console = getattr(handler, "console", None)  # Prefect's rich console keeps its own file
+        if console is not None:
+            console.file = sys.stdout
+        if not any(isinstance(f, FailureChatter) for f in handler.filters):
+            handler.addFilter(FailureChatter())
+
+
+PREFECT_FIX = "set PREFECT_HOME to a folder you can write, or PREFECT_API_URL to a running Prefect server"
+
+
+def check_prefect_home() -> None:
+    """Prefect keeps its profiles, results and (for the temporary server a run starts without
+    PREFECT_API_URL) its SQLite database under PREFECT_HOME: one line naming the path and the fix when it
+    is not a writable folder, instead of a server that fails to start a minute later."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    folders = [("Prefect home", Path(settings.home).expanduser())]
+    if not settings.api.url:
+        url = settings.server.database.connection_url
+        text = url.get_secret_value() if url is not None else ""
+        if text.startswith("sqlite") and ":///" in text and ":memory:" not in text:
+            database = Path(text.split(":///", 1)[1].split("?", 1)[0]).expanduser()
+            folders.append((f"Prefect database {database} in", database.parent))
+    for what, folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".qwen-dub-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(f"{what} {folder} is not a writable folder ({reason}): {PREFECT_FIX}") from None
+
+
+def share_rate_limits(config: DubConfig) -> None:
+    """Worker processes share the DashScope account: its global rate limits on (models/pacing.py), and
+    the Prefect API the workers must reach exported to them (the temporary server's address, when this
+    process started one)."""
+    from models.dashscope_common import Endpoint, api_key_from_env
+    from models.pacing import share_account_limits
+    from models.registry import translator_engine, tts_engine
+
+    if not (tts_engine(config.tts).needs_key or translator_engine(config.translator).needs_key):
+        return  # no request to an account
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            server = SubprocessASGIServer()
+            if not server.running:
+                server.start()
+            os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the cluster's workers
+        endpoint = Endpoint.for_region(config.region).http_base_url
+        pacing = {"tts": (config.tts_rpm, config.concurrency), "mt": (config.mt_rpm, config.concurrency)}
+        share_account_limits(api_key_from_env(), endpoint, pacing)
+    except DubError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming what could not be done
+        raise ConfigError(
+            "cannot set up the shared DashScope rate limit on the Prefect server "
+            f"({type(exc).__name__}); set QWENDUB_TTS_RATE_LIMIT and QWENDUB_MT_RATE_LIMIT to limits you "
+            "created (docs/operations.md), or use --task-runner thread"
+        ) from None
+
+
 def quiet_shutdown() -> None:
     """Prefect logs "Stopping temporary server" at exit, after our last line; the user's last line
     should be the result or the error."""
-    import logging
-
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
@@ -394,6 +495,10 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    if not debug:  # Prefect warns on import when it cannot create its home; check_prefect_home says it
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Failed to create the Prefect home", category=UserWarning)
     install_interrupt_handler()
     try:
         if getattr(args, "markdown_options", False):
@@ -414,12 +519,19 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
                 raise ConfigError(str(exc)) from None
         from core.checks import preflight
 
-        preflight(config)
+        preflight(config, before_loads=check_prefect_home)
         from flows.logs import configure_prefect_environment
 
-        configure_prefect_environment(debug=debug, json_logs=bool(getattr(args, "log_json", False)))
+        json_logs = bool(getattr(args, "log_json", False))
+        configure_prefect_environment(debug=debug, json_logs=json_logs)
         if not debug:
             start_temporary_server_quietly()
+        if not (debug or json_logs):
+            console_logs_to_stdout()
+        from flows.runners import uses_processes
+
+        if uses_processes(kind, address) and not config.dry_run:
+            share_rate_limits(config)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback (see failure)
         return failure(exc, debug)
     return Invocation(config, debug, runner)

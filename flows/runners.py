@@ -16,20 +16,46 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 TASK_RUNNER_ENV = "QWENDUB_TASK_RUNNER"  # thread (default) | dask
 RUNNER_KINDS = ("thread", "dask")
 DASK_ADDRESS_ENV = "QWENDUB_DASK_ADDRESS"  # tcp://scheduler:8786; unset: a local cluster per flow run
+DASK_WORKERS_ENV = "QWENDUB_DASK_WORKERS"  # worker processes of that local cluster
 # Threads for the flow's tasks: per-line tasks are mostly waiting on the API (its pacing lives in the
 # adapters, shared by the process), so this only needs to cover --concurrency plus the languages.
 TASK_WORKERS = 16
 
 
+def local_worker_processes() -> int:
+    """Worker processes of a local Dask cluster: $QWENDUB_DASK_WORKERS, else one per two CPUs, 2 to 4 (a
+    job's heavy work is the separation and recognition before the per-line tasks, which wait on the API
+    or a device, so more processes would mostly add memory)."""
+    given = os.environ.get(DASK_WORKERS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise ValueError(f"${DASK_WORKERS_ENV}: expected a whole number ≥ 1, not {given!r}")
+        return int(given)
+    return min(4, max(2, (os.cpu_count() or 2) // 2))
+
+
+def uses_processes(kind: str | None = None, address: str | None = None) -> bool:
+    """Whether the chosen runner runs tasks in more than this process (any Dask runner: a local cluster
+    of worker processes or a scheduler's workers), so several processes share the DashScope account."""
+    address = address or os.environ.get(DASK_ADDRESS_ENV) or None
+    kind = (kind or os.environ.get(TASK_RUNNER_ENV) or ("dask" if address else "thread")).strip().lower()
+    return kind == "dask"
+
+
 def make_task_runner(
-    kind: str | None = None, address: str | None = None, workers: int = TASK_WORKERS
+    kind: str | None = None,
+    address: str | None = None,
+    workers: int = TASK_WORKERS,
+    processes: int | None = None,
 ) -> TaskRunner:
     """The task runner for the flow's parallel work: per-language stages (translate, assemble) and
     per-line tasks (synthesis, shortening, fitting).
 
     thread: a thread pool in the flow-run process (the default; API-bound stages need nothing more).
-    dask:   prefect-dask's DaskTaskRunner, on the scheduler at `address`, or on a temporary in-process
-            cluster (1 worker, `workers` threads) when no address is given.
+    dask:   prefect-dask's DaskTaskRunner, on the scheduler at `address`, or, when no address is given, on
+            a temporary LocalCluster of `processes` worker processes (default: local_worker_processes())
+            sharing `workers` threads. Several processes share one DashScope account then: the CLI turns
+            the account's global rate limit on (models/pacing.py, share_account_limits).
     `kind` and `address` default to $QWENDUB_TASK_RUNNER and $QWENDUB_DASK_ADDRESS, so a work pool's
     job variables can choose the runner for deployed runs without a code change; an address alone means
     dask.
@@ -49,12 +75,14 @@ def make_task_runner(
             raise ValueError("--task-runner dask needs prefect-dask (pip install prefect-dask)") from exc
         if address:
             return DaskTaskRunner(address=address)
+        n = processes or local_worker_processes()
         return DaskTaskRunner(
             cluster_kwargs={
-                "n_workers": 1,
-                "threads_per_worker": workers,
-                "processes": False,
+                "n_workers": n,
+                "threads_per_worker": max(1, -(-workers // n)),  # the same threads, spread over them
+                "processes": True,
                 "dashboard_address": None,
+                "preload": ["flows.dask_worker"],  # its console follows the CLI's (flows/dask_worker.py)
             }
         )
     raise ValueError(f"unknown task runner {kind!r}: expected {' or '.join(RUNNER_KINDS)}")

@@ -162,3 +162,51 @@ def shared_limiter(
             limiter = RateLimiter(rpm, concurrency, global_limit=global_limit)
             _LIMITERS[key] = limiter
         return limiter
+
+
+def account_limit_name(kind: str, api_key: str, endpoint: str) -> str:
+    """The global rate limit every process of one DashScope account (key and endpoint) shares for one
+    kind of request: `dashscope-tts-<12 hex>`, a digest, so the key itself never reaches the server."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{endpoint}\n{api_key}".encode()).hexdigest()[:12]
+    return f"dashscope-{kind}-{digest}"
+
+
+def share_account_limits(api_key: str, endpoint: str, pacing: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Turn the global rate limit on for every process that shares this account: for each kind ("tts",
+    "mt") whose variable the user has not set, a limit named after the account is created on the Prefect
+    server when missing (at most `concurrency` requests at once, refilled at `rpm / 60` per second: the
+    account's RPM whatever the number of processes) and its name exported in QWENDUB_*_RATE_LIMIT, which
+    every worker process started afterwards inherits. `pacing`: kind -> (rpm, concurrency). Returns the
+    names in use by kind. Needs the Prefect API (the temporary server or PREFECT_API_URL)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    names: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for kind, (rpm, concurrency) in pacing.items():
+            env = GLOBAL_LIMIT_ENV[kind]
+            given = os.environ.get(env, "").strip()
+            if given:  # the user's own limit: theirs to size
+                names[kind] = given
+                continue
+            name = account_limit_name(kind, api_key, endpoint)
+            decay = rpm / WINDOW_S
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+                if (limit.limit, limit.slot_decay_per_second) != (concurrency, decay):  # this job's --rpm
+                    client.update_global_concurrency_limit(
+                        name, GlobalConcurrencyLimitUpdate(limit=concurrency, slot_decay_per_second=decay)
+                    )
+            except ObjectNotFound:
+                with contextlib.suppress(ObjectAlreadyExists):  # another process created it first
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(
+                            name=name, limit=concurrency, slot_decay_per_second=decay
+                        )
+                    )
+            os.environ[env] = name
+            names[kind] = name
+    return names
