@@ -24,6 +24,15 @@ from text.glossary import Glossary, load_glossary, missing_terms, terms_for
 from text.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
 from text.speech_rate import character_budget, estimate_seconds
 
+BREATH_S = 0.15  # a dubbed line ends at least this long before the next line starts (quality.md)
+
+
+def breath_slot_end(end: float, pause_after: float) -> float:
+    """Where a line's dub must end: its own end plus the pause it may borrow, which is the pause after
+    it minus a breath of BREATH_S before the next line. When the source lines themselves (nearly) touch,
+    nothing is borrowed and the slot ends with the line."""
+    return end + max(0.0, pause_after - BREATH_S)
+
 
 @dataclass
 class TranslatedLine:
@@ -43,7 +52,7 @@ class TranslatedLine:
 
     @property
     def slot_end(self) -> float:
-        return self.end + self.pause_after
+        return breath_slot_end(self.end, self.pause_after)
 
     @property
     def slot_s(self) -> float:
@@ -315,7 +324,9 @@ def local_items(
             lines[i].text,
             previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
             next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
-            max_chars=character_budget(lines[i].pause_after + lines[i].end - lines[i].start, target.code),
+            max_chars=character_budget(
+                breath_slot_end(lines[i].end, lines[i].pause_after) - lines[i].start, target.code
+            ),
             glossary=terms,
             index=lines[i].index,
         )

@@ -120,3 +120,16 @@ def test_budget_follows_the_speaking_rate_model() -> None:
     assert character_budget(2.0, "en") == int(2.0 * characters_per_second("en"))
     assert character_budget(2.0, "ja") < character_budget(2.0, "en")  # kana/kanji carry more per character
     assert estimate_seconds("a" * 29, "en") == pytest.approx(2.0, rel=0.02)
+
+
+def test_slot_leaves_a_breath_before_the_next_line() -> None:
+    """The dub may borrow the pause after its line minus 150 ms; when the source lines nearly touch,
+    nothing is borrowed (the slot ends with the line)."""
+    from tasks.translate import BREATH_S
+
+    assert BREATH_S == 0.15
+    roomy = TranslatedLine(0, 1.0, 3.0, 0.8, "s", "t")
+    assert roomy.slot_end == pytest.approx(3.65)
+    assert roomy.slot_end + BREATH_S <= roomy.end + roomy.pause_after + 1e-9
+    tight = TranslatedLine(0, 1.0, 3.0, 0.1, "s", "t")
+    assert tight.slot_end == pytest.approx(3.0)
