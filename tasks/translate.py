@@ -46,6 +46,7 @@ class TranslatedLine:
     estimate_s: float = 0.0  # estimated spoken duration of `text`
     edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
     shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)
+    rewritten_to_fit: bool = False  # rewritten shorter before any synthesis (predicted over the cap)
     unkept: list[str] = field(default_factory=list)  # numbers/units/names lost in translation
     speaker: str = "S1"  # who says it (segments.json)
     voice: str | None = None  # the line's own voice (segments.json), over its speaker's
@@ -71,6 +72,11 @@ def with_budget(line: TranslatedLine, target: str) -> TranslatedLine:
     line.budget_chars = character_budget(line.slot_s, target)
     line.estimate_s = round(estimate_seconds(line.text, target), 3)
     return line
+
+
+def line_budget(line: Line, target: Language) -> int:
+    """The characters `line`'s translation may have: its slot (breath kept) at the language's pace."""
+    return character_budget(breath_slot_end(line.end, line.pause_after) - line.start, target.code)
 
 
 def text_hash(text: str) -> str:
@@ -185,8 +191,19 @@ class _LineTranslator:
         self.terms = terms
         self.identity = translator.identity()
 
+    def budget(self, line: Line) -> int | None:
+        """The line's length budget for engines that accept one (`takes_budget`, e.g. Qwen-MT)."""
+        return line_budget(line, self.target) if getattr(self.translator, "takes_budget", False) else None
+
     def _call(self, line: Line, context: list[tuple[str, str]], keep: dict[str, str] | None) -> str:
+        budget = self.budget(line)
         try:
+            if budget is not None:
+                return str(
+                    self.translator.translate(  # type: ignore[call-arg]
+                        line.text, self.source, self.target, context=context, keep=keep, max_chars=budget
+                    )
+                )
             return self.translator.translate(line.text, self.source, self.target, context=context, keep=keep)
         except UpstreamError as exc:
             raise UpstreamError(
@@ -207,7 +224,9 @@ class _LineTranslator:
         return text, False
 
     def __call__(self, line: Line, context: list[tuple[str, str]]) -> _Outcome:
-        key = translation_key(self.identity, self.source, self.target, line.text, [s for s, _ in context])
+        key = translation_key(
+            self.identity, self.source, self.target, line.text, _context_key(context, self.budget(line))
+        )
         text, hit = self._cached_or_call(key, line, context, None)
         outcome = _Outcome(text, [], calls=0 if hit else 1, cached=1 if hit else 0)
         missing = lost_items(line.text, text, self.source, self.target, self.terms)
@@ -221,6 +240,12 @@ class _LineTranslator:
                 outcome.text, missing = retry, still
         outcome.unkept = [item.surface for item in missing]
         return outcome
+
+
+def _context_key(context: Any, budget: int | None) -> Any:
+    """What besides the text keys a per-line translation: its context, and its budget when sent."""
+    sources = [s for s, _ in context] if context and isinstance(context[0], tuple) else list(context)
+    return sources if budget is None else {"context": sources, "max_chars": budget}
 
 
 def lost_items(
@@ -324,9 +349,7 @@ def local_items(
             lines[i].text,
             previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
             next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
-            max_chars=character_budget(
-                breath_slot_end(lines[i].end, lines[i].pause_after) - lines[i].start, target.code
-            ),
+            max_chars=line_budget(lines[i], target),
             glossary=terms,
             index=lines[i].index,
         )
@@ -355,10 +378,12 @@ def cached_translations(
             return item_key(identity, source, target, item)
     else:
         before = context_positions(lines)
-        keys = {
-            i: translation_key(identity, source, target, ln.text, [lines[j].text for j in before[i]])
-            for i, ln in enumerate(lines)
-        }
+        takes_budget = getattr(translator, "takes_budget", False)
+        keys = {}
+        for i, ln in enumerate(lines):
+            budget = line_budget(ln, target) if takes_budget else None
+            context_key = _context_key([lines[j].text for j in before[i]], budget)
+            keys[i] = translation_key(identity, source, target, ln.text, context_key)
 
         def retry_key(i: int, keep: dict[str, str]) -> str:
             return content_key(keys[i], "keep", keep)
@@ -440,6 +465,70 @@ def _translate_batched(
     return out, stats
 
 
+# -- fit before paying: a translation predicted to need more than the speed-up cap is rewritten shorter
+# before it is synthesised (the closed loop after synthesis then rarely pays for a line twice)
+
+PREFIT_AIM = 0.9  # the rewrite aims this far under the cap: the rate estimate is not exact per voice
+
+
+def predicted_speedup(line: TranslatedLine, target: str) -> float:
+    """The speed-up the line's dub is predicted to need: estimated spoken time over its slot."""
+    return estimate_seconds(line.text, target) / max(line.slot_s, 0.05)
+
+
+def shorten_key(identity: dict[str, Any], target: str, source_text: str, text: str, budget: int) -> str:
+    """The cache key of one shortening (shared with the loop after synthesis, tasks/line.py)."""
+    return content_key("shorten-v1", identity, target, source_text, text, budget)
+
+
+def fit_before_synthesis(
+    lines: list[TranslatedLine],
+    source: Language | None,
+    target: Language,
+    shortener: Any,
+    cache: TranslationCache,
+    max_speedup: float,
+    workers: int = 1,
+) -> tuple[list[TranslatedLine], dict[str, int]]:
+    """Lines (not the user's, not copies of the source) whose predicted speed-up exceeds `max_speedup`
+    are rewritten by the shortener to PREFIT_AIM of the cap, cached; a rewrite is kept only when shorter."""
+    out = list(lines)
+    stats = {"predicted_over_cap": 0, "rewritten_to_fit": 0, "rewrite_calls": 0}
+    lock = threading.Lock()
+    todo = [
+        i for i, ln in enumerate(lines)
+        if not ln.edited and ln.text != ln.source and predicted_speedup(ln, target.code) > max_speedup
+    ]  # fmt: skip
+    stats["predicted_over_cap"] = len(todo)
+    identity = shortener.identity() if todo else {}
+
+    def one(i: int) -> None:
+        line = lines[i]
+        budget = character_budget(line.slot_s * max_speedup * PREFIT_AIM, target.code)
+        key = shorten_key(identity, target.code, line.source, line.text, budget)
+        text = cache.get(key)
+        called = text is None
+        if text is None:
+            try:
+                text = shortener.shorten(line.source, line.text, source, target, budget)
+            except UpstreamError as exc:
+                raise UpstreamError(
+                    f"shortening of line {line.index} ({target.code}) failed: {exc.detail}",
+                    code=exc.code,
+                    status=exc.status,
+                ) from None
+            text = " ".join(str(text).split())
+            cache.put(key, text)
+        with lock:
+            stats["rewrite_calls"] += int(called)
+            if text and len(text) < len(line.text):
+                out[i] = with_budget(dataclasses.replace(line, text=text, rewritten_to_fit=True), target.code)
+                stats["rewritten_to_fit"] += 1
+
+    map_lines(todo, one, workers)
+    return out, stats
+
+
 def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> dict[str, Any]:
     """The editable translation file: change a line's `text` and re-run; only that line is re-done."""
     return {
@@ -487,6 +576,13 @@ def translate(
             by_index[line.index] = translated_line(line, edits[line.index], edited=True)
     translated = [with_budget(by_index[ln.index], target.code) for ln in lines]
     stats["edited"] = len(edits)
+    if translator is not None and config.shorten:
+        shortener = translator_engine(config.translator).shortener(config, True)
+        translated, fit_stats = fit_before_synthesis(
+            translated, source, target, shortener, TranslationCache(config.cache_dir), config.max_speedup,
+            config.concurrency,
+        )  # fmt: skip
+        stats.update(fit_stats)
     unkept = [ln.index for ln in translated if ln.unkept]
     if unkept:  # counts and line numbers only: the items themselves are script text
         stage_logger().warning(
@@ -495,8 +591,9 @@ def translate(
         )  # fmt: skip
     write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
     stage_logger().info(
-        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d",
+        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d "
+        "predicted_over_cap=%d rewritten_to_fit=%d",
         target.code, len(translated), stats["calls"], stats["cached"], stats["copied"], stats["edited"],
-        stats["keep_retries"],
+        stats["keep_retries"], stats.get("predicted_over_cap", 0), stats.get("rewritten_to_fit", 0),
     )  # fmt: skip
     return translated
