@@ -22,7 +22,7 @@ from tasks.media import STAGE
 from tasks.segment import Line
 from text.glossary import Glossary, load_glossary, missing_terms, terms_for
 from text.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
-from text.speech_rate import character_budget, estimate_seconds
+from text.speech_rate import character_budget, estimate_seconds, spoken_length
 
 BREATH_S = 0.15  # a dubbed line ends at least this long before the next line starts (quality.md)
 
@@ -471,9 +471,15 @@ def _translate_batched(
 PREFIT_AIM = 0.9  # the rewrite aims this far under the cap: the rate estimate is not exact per voice
 
 
-def predicted_speedup(line: TranslatedLine, target: str) -> float:
-    """The speed-up the line's dub is predicted to need: estimated spoken time over its slot."""
-    return estimate_seconds(line.text, target) / max(line.slot_s, 0.05)
+def predicted_speedup(line: TranslatedLine, target: str, chars_per_second: float | None = None) -> float:
+    """The speed-up the line's dub is predicted to need: estimated spoken time over its slot, at the
+    language's pace (text/speech_rate.py) or at `chars_per_second` measured for the voice."""
+    seconds = (
+        spoken_length(line.text) / chars_per_second
+        if chars_per_second
+        else estimate_seconds(line.text, target)
+    )
+    return seconds / max(line.slot_s, 0.05)
 
 
 def shorten_key(identity: dict[str, Any], target: str, source_text: str, text: str, budget: int) -> str:
@@ -489,6 +495,7 @@ def fit_before_synthesis(
     cache: TranslationCache,
     max_speedup: float,
     workers: int = 1,
+    chars_per_second: float | None = None,
 ) -> tuple[list[TranslatedLine], dict[str, int]]:
     """Lines (not the user's, not copies of the source) whose predicted speed-up exceeds `max_speedup`
     are rewritten by the shortener to PREFIT_AIM of the cap, cached; a rewrite is kept only when shorter."""
@@ -497,14 +504,20 @@ def fit_before_synthesis(
     lock = threading.Lock()
     todo = [
         i for i, ln in enumerate(lines)
-        if not ln.edited and ln.text != ln.source and predicted_speedup(ln, target.code) > max_speedup
+        if not ln.edited and ln.text != ln.source
+        and predicted_speedup(ln, target.code, chars_per_second) > max_speedup
     ]  # fmt: skip
     stats["predicted_over_cap"] = len(todo)
     identity = shortener.identity() if todo else {}
 
     def one(i: int) -> None:
         line = lines[i]
-        budget = character_budget(line.slot_s * max_speedup * PREFIT_AIM, target.code)
+        seconds = line.slot_s * max_speedup * PREFIT_AIM
+        budget = (
+            max(4, int(seconds * chars_per_second))
+            if chars_per_second
+            else character_budget(seconds, target.code)
+        )
         key = shorten_key(identity, target.code, line.source, line.text, budget)
         text = cache.get(key)
         called = text is None
