@@ -123,13 +123,13 @@ def test_budget_follows_the_speaking_rate_model() -> None:
 
 
 def test_slot_leaves_a_breath_before_the_next_line() -> None:
-    """The dub may borrow the pause after its line minus 150 ms; when the source lines nearly touch,
-    nothing is borrowed (the slot ends with the line)."""
+    """The dub may borrow the pause after its line minus the breath (150 ms plus a 50 ms margin for the
+    plan's own start times); when the source lines nearly touch, nothing is borrowed."""
     from tasks.translate import BREATH_S
 
-    assert BREATH_S == 0.15
+    assert BREATH_S == 0.2
     roomy = TranslatedLine(0, 1.0, 3.0, 0.8, "s", "t")
-    assert roomy.slot_end == pytest.approx(3.65)
+    assert roomy.slot_end == pytest.approx(3.6)
     assert roomy.slot_end + BREATH_S <= roomy.end + roomy.pause_after + 1e-9
     tight = TranslatedLine(0, 1.0, 3.0, 0.1, "s", "t")
     assert tight.slot_end == pytest.approx(3.0)
