@@ -1,8 +1,13 @@
 """Fit each synthesized clip into its line's slot: trim, stretch (pitch kept) up to a cap, place.
 
-The slot runs from the line's start to its end plus the pause that follows (never into the next line).
-A clip that fits is placed at the line start unstretched; a longer one is time-stretched with Rubber
-Band's R3 engine up to MAX_SPEEDUP; what still does not fit is faded out at the slot end and flagged.
+The slot runs from the line's start to its end plus the pause it may borrow, which stops a breath
+before the next line (tasks/translate.py, breath_slot_end). A clip that fits is placed at the line start
+unstretched; a longer one is time-stretched with Rubber Band's R3 engine up to MAX_SPEEDUP.
+
+A line that still does not fit at the cap: the choice, in order, is (1) shorten again (tasks/line.py,
+rewritten before synthesis and at most twice after it), then (2) a fade-out at the slot end (what is
+cut is reported as truncated_s). An overlap into the following silence is not taken: that silence is
+the next line's breath, which quality.md requires. bench/timing.py measures how often (2) happens.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from models.registry import translator_engine
 from models.shortener import Shortener
 from tasks.media import STAGE
 from tasks.synthesize import ClipRecord, job_voices, synthesize_lines
-from tasks.translate import TranslatedLine, TranslationCache, lines_to_json, with_budget
+from tasks.translate import TranslatedLine, TranslationCache, lines_to_json, shorten_key, with_budget
 from text.speech_rate import spoken_length
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class ShortenReport:
     fitted: int = 0  # of those, lines that fit after shortening
     still_over: int = 0  # lines left over the cap (fitting falls back to the documented last resort)
     attempts: int = 0
+    resynthesized: int = 0  # lines synthesised more than once (paid twice or more)
 
 
 def spoken_seconds(path: str) -> float:
@@ -95,9 +96,7 @@ def shorten_overlong(
             budget = int(spoken_length(best_line.text) * limit * AIM / best_spoken)
             if budget < 4:
                 break
-            key = content_key(
-                "shorten-v1", shortener.identity(), target.code, line.source, best_line.text, budget
-            )
+            key = shorten_key(shortener.identity(), target.code, line.source, best_line.text, budget)
             text = cache.get(key)
             if text is None:
                 try:
@@ -114,6 +113,8 @@ def shorten_overlong(
                 break  # no progress: keep what we have
             candidate = with_budget(dataclasses.replace(line, text=text, shortened=attempt), target.code)
             candidate_clip = synthesize_one(candidate)
+            if attempt == 1:
+                report.resynthesized += 1
             candidate_spoken = spoken_seconds(candidate_clip.path)
             if candidate_spoken < best_spoken:
                 best_line, best_clip, best_spoken = candidate, candidate_clip, candidate_spoken
@@ -295,7 +296,7 @@ def finish_lines(
         outcomes.append(outcome)
     report = ShortenReport()
     for o in outcomes:
-        for name in ("over_cap", "shortened", "fitted", "still_over", "attempts"):
+        for name in ("over_cap", "shortened", "fitted", "still_over", "attempts", "resynthesized"):
             setattr(report, name, getattr(report, name) + getattr(o.shorten, name))
     synthesis = {
         "billed_characters": sum(o.billed_characters for o in outcomes),
@@ -303,6 +304,9 @@ def finish_lines(
         "attempts": sum(o.attempts for o in outcomes),
         "new_lines": float(len(done)),
         "cached_lines": float(len(lines) - len(done)),
+        "rewritten_to_fit": float(sum(ln.rewritten_to_fit for ln in lines)),
+        # lines synthesised more than once in this run, over the lines synthesised (goal <= 5 %)
+        "resynthesized_share": round(report.resynthesized / len(done), 4) if done else 0.0,
     }
     result = LanguageLines(
         [o.line for o in outcomes], [o.clip for o in outcomes], [o.fit for o in outcomes], synthesis, report
@@ -311,8 +315,9 @@ def finish_lines(
     if report.shortened:
         write_json_atomic(lines_json, lines_to_json(worker.target, source_lang, result.lines))
     stage_logger().info(
-        "lines lang=%s lines=%d new=%d billed_characters=%d over_cap=%d shortened=%d fitted=%d still_over=%d",
+        "lines lang=%s lines=%d new=%d billed_characters=%d over_cap=%d shortened=%d fitted=%d still_over=%d "
+        "resynthesized=%d",
         lang_code, len(lines), len(done), int(synthesis["billed_characters"]), report.over_cap,
-        report.shortened, report.fitted, report.still_over,
+        report.shortened, report.fitted, report.still_over, report.resynthesized,
     )  # fmt: skip
     return result

@@ -111,6 +111,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
             f"{t['integrated_lufs']} | {t['true_peak_dbtp']} | "
             f"{int(t['synthesis'].get('billed_characters', 0))} |"
         )
+    resynthesized = ", ".join(
+        f"{lang} {float(t['synthesis'].get('resynthesized_share', 0.0)):.0%}"
+        for lang, t in report["tracks"].items()
+    )
     cost = report["cost"]
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())
     cast: list[str] = []  # the cast (report.json `speakers`, tasks/cast.Casting.report): one row per speaker
@@ -130,6 +134,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
             *rows,
             "",
             *([*cast, ""] if cast else []),
+            f"Lines synthesised more than once (goal <= 5 %): {resynthesized}",
+            "",
             f"Billed characters this run: {cost['billed_characters']} ({cost['amount']} {cost['currency']})",
             "",
             f"Stage times: {stages}",

@@ -97,7 +97,8 @@ def _ends_clause(word: Word) -> bool:
 
 def _merge_short(groups: list[list[Word]]) -> list[list[Word]]:
     """Merge fragments shorter than MIN_LINE_S into a neighbour: into the one in the same sentence when
-    there is one (a fragment after a sentence end belongs to what follows), else across the shorter gap."""
+    there is one (a fragment after a sentence end belongs to what follows), else across the shorter gap.
+    The tail of a sentence (its last words after a pause) only ever joins that sentence."""
     groups = [g for g in groups if g]
     i = 0
     while i < len(groups) and len(groups) > 1:
@@ -112,7 +113,16 @@ def _merge_short(groups: list[list[Word]]) -> list[list[Word]]:
         # a merge may not recreate a line longer than MAX_LINE_S (the split above would be undone)
         can_prev = prev_gap <= MERGE_MAX_GAP_S and g[-1].end - groups[i - 1][0].start <= MAX_LINE_S
         can_next = next_gap <= MERGE_MAX_GAP_S and groups[i + 1][-1].end - g[0].start <= MAX_LINE_S
-        if can_prev and same_sentence_prev and not (same_sentence_next and can_next and next_gap < prev_gap):
+        if same_sentence_prev and _ends_sentence(g):
+            # the tail of the sentence before it: never glued to the next sentence (that line would start
+            # a whole sentence early); it joins its own sentence, even past MAX_LINE_S, or stays alone
+            if prev_gap > MERGE_MAX_GAP_S:
+                i += 1
+                continue
+            into_prev = True
+        elif (
+            can_prev and same_sentence_prev and not (same_sentence_next and can_next and next_gap < prev_gap)
+        ):
             into_prev = True
         elif can_next and same_sentence_next:
             into_prev = False

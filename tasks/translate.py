@@ -23,7 +23,19 @@ from tasks.media import STAGE
 from tasks.segment import Line
 from text.glossary import Glossary, load_glossary, missing_terms, terms_for
 from text.preservation import Item, is_strict_name, keep_terms, missing_items, refusal_reason
-from text.speech_rate import character_budget, estimate_seconds
+from text.speech_rate import character_budget, estimate_seconds, spoken_length
+
+# A dubbed line ends at least 150 ms before the next line starts (quality.md), measured against where the
+# next line's speech really begins. A plan's line start is itself measured (onset refinement, within
+# about +-40 ms of a VAD onset on bench/timing.py), so the slot keeps 50 ms more than the rule.
+BREATH_S = 0.2
+
+
+def breath_slot_end(end: float, pause_after: float) -> float:
+    """Where a line's dub must end: its own end plus the pause it may borrow, which is the pause after
+    it minus a breath of BREATH_S before the next line. When the source lines themselves (nearly) touch,
+    nothing is borrowed and the slot ends with the line."""
+    return end + max(0.0, pause_after - BREATH_S)
 
 
 @dataclass
@@ -38,13 +50,14 @@ class TranslatedLine:
     estimate_s: float = 0.0  # estimated spoken duration of `text`
     edited: bool = False  # the user changed `text` in lines.<lang>.json: kept as is, never shortened
     shortened: int = 0  # re-translations done to fit the slot (closed loop after synthesis)
+    rewritten_to_fit: bool = False  # rewritten shorter before any synthesis (predicted over the cap)
     unkept: list[str] = field(default_factory=list)  # numbers/units/names lost in translation
     speaker: str = "S1"  # who says it (segments.json)
     voice: str | None = None  # the line's own voice (segments.json), over its speaker's
 
     @property
     def slot_end(self) -> float:
-        return self.end + self.pause_after
+        return breath_slot_end(self.end, self.pause_after)
 
     @property
     def slot_s(self) -> float:
@@ -63,6 +76,11 @@ def with_budget(line: TranslatedLine, target: str) -> TranslatedLine:
     line.budget_chars = character_budget(line.slot_s, target)
     line.estimate_s = round(estimate_seconds(line.text, target), 3)
     return line
+
+
+def line_budget(line: Line, target: Language) -> int:
+    """The characters `line`'s translation may have: its slot (breath kept) at the language's pace."""
+    return character_budget(breath_slot_end(line.end, line.pause_after) - line.start, target.code)
 
 
 def text_hash(text: str) -> str:
@@ -231,8 +249,19 @@ class _LineTranslator:
         self.terms = terms
         self.identity = translator.identity()
 
+    def budget(self, line: Line) -> int | None:
+        """The line's length budget for engines that accept one (`takes_budget`, e.g. Qwen-MT)."""
+        return line_budget(line, self.target) if getattr(self.translator, "takes_budget", False) else None
+
     def _call(self, line: Line, context: list[tuple[str, str]], keep: dict[str, str] | None) -> str:
+        budget = self.budget(line)
         try:
+            if budget is not None:
+                return str(
+                    self.translator.translate(  # type: ignore[call-arg]
+                        line.text, self.source, self.target, context=context, keep=keep, max_chars=budget
+                    )
+                )
             return self.translator.translate(line.text, self.source, self.target, context=context, keep=keep)
         except UpstreamError as exc:
             raise UpstreamError(
@@ -256,7 +285,9 @@ class _LineTranslator:
         return text, False
 
     def __call__(self, line: Line, context: list[tuple[str, str]]) -> _Outcome:
-        key = translation_key(self.identity, self.source, self.target, line.text, [s for s, _ in context])
+        key = translation_key(
+            self.identity, self.source, self.target, line.text, _context_key(context, self.budget(line))
+        )
         text, hit = self._cached_or_call(key, line, context, None)
         outcome = _Outcome(text, [], calls=0 if hit else 1, cached=1 if hit else 0)
         missing = lost_items(line.text, text, self.source, self.target, self.terms)
@@ -270,6 +301,12 @@ class _LineTranslator:
                 outcome.text, missing = retry, still
         outcome.unkept = [item.surface for item in missing]
         return outcome
+
+
+def _context_key(context: Any, budget: int | None) -> Any:
+    """What besides the text keys a per-line translation: its context, and its budget when sent."""
+    sources = [s for s, _ in context] if context and isinstance(context[0], tuple) else list(context)
+    return sources if budget is None else {"context": sources, "max_chars": budget}
 
 
 def lost_items(
@@ -381,7 +418,7 @@ def local_items(
             lines[i].text,
             previous=[ln.text for ln in lines[max(0, i - CONTEXT_BEFORE) : i]],
             next=[ln.text for ln in lines[i + 1 : i + 1 + CONTEXT_AFTER]],
-            max_chars=character_budget(lines[i].pause_after + lines[i].end - lines[i].start, target.code),
+            max_chars=line_budget(lines[i], target),
             glossary=terms,
             index=lines[i].index,
         )
@@ -410,10 +447,12 @@ def cached_translations(
             return item_key(identity, source, target, item)
     else:
         before = context_positions(lines)
-        keys = {
-            i: translation_key(identity, source, target, ln.text, [lines[j].text for j in before[i]])
-            for i, ln in enumerate(lines)
-        }
+        takes_budget = getattr(translator, "takes_budget", False)
+        keys = {}
+        for i, ln in enumerate(lines):
+            budget = line_budget(ln, target) if takes_budget else None
+            context_key = _context_key([lines[j].text for j in before[i]], budget)
+            keys[i] = translation_key(identity, source, target, ln.text, context_key)
 
         def retry_key(i: int, keep: dict[str, str]) -> str:
             return content_key(keys[i], "keep", keep)
@@ -495,6 +534,83 @@ def _translate_batched(
     return out, stats
 
 
+# -- fit before paying: a translation predicted to need more than the speed-up cap is rewritten shorter
+# before it is synthesised (the closed loop after synthesis then rarely pays for a line twice)
+
+PREFIT_AIM = 0.9  # the rewrite aims this far under the cap: the rate estimate is not exact per voice
+
+
+def predicted_speedup(line: TranslatedLine, target: str, chars_per_second: float | None = None) -> float:
+    """The speed-up the line's dub is predicted to need: estimated spoken time over its slot, at the
+    language's pace (text/speech_rate.py) or at `chars_per_second` measured for the voice."""
+    seconds = (
+        spoken_length(line.text) / chars_per_second
+        if chars_per_second
+        else estimate_seconds(line.text, target)
+    )
+    return seconds / max(line.slot_s, 0.05)
+
+
+def shorten_key(identity: dict[str, Any], target: str, source_text: str, text: str, budget: int) -> str:
+    """The cache key of one shortening (shared with the loop after synthesis, tasks/line.py)."""
+    return content_key("shorten-v1", identity, target, source_text, text, budget)
+
+
+def fit_before_synthesis(
+    lines: list[TranslatedLine],
+    source: Language | None,
+    target: Language,
+    shortener: Any,
+    cache: TranslationCache,
+    max_speedup: float,
+    workers: int = 1,
+    chars_per_second: float | None = None,
+) -> tuple[list[TranslatedLine], dict[str, int]]:
+    """Lines (not the user's, not copies of the source) whose predicted speed-up exceeds `max_speedup`
+    are rewritten by the shortener to PREFIT_AIM of the cap, cached; a rewrite is kept only when shorter."""
+    out = list(lines)
+    stats = {"predicted_over_cap": 0, "rewritten_to_fit": 0, "rewrite_calls": 0}
+    lock = threading.Lock()
+    todo = [
+        i for i, ln in enumerate(lines)
+        if not ln.edited and ln.text != ln.source
+        and predicted_speedup(ln, target.code, chars_per_second) > max_speedup
+    ]  # fmt: skip
+    stats["predicted_over_cap"] = len(todo)
+    identity = shortener.identity() if todo else {}
+
+    def one(i: int) -> None:
+        line = lines[i]
+        seconds = line.slot_s * max_speedup * PREFIT_AIM
+        budget = (
+            max(4, int(seconds * chars_per_second))
+            if chars_per_second
+            else character_budget(seconds, target.code)
+        )
+        key = shorten_key(identity, target.code, line.source, line.text, budget)
+        text = cache.get(key)
+        called = text is None
+        if text is None:
+            try:
+                text = shortener.shorten(line.source, line.text, source, target, budget)
+            except UpstreamError as exc:
+                raise UpstreamError(
+                    f"shortening of line {line.index} ({target.code}) failed: {exc.detail}",
+                    code=exc.code,
+                    status=exc.status,
+                ) from None
+            text = " ".join(str(text).split())
+            cache.put(key, text)
+        with lock:
+            stats["rewrite_calls"] += int(called)
+            if text and len(text) < len(line.text):
+                out[i] = with_budget(dataclasses.replace(line, text=text, rewritten_to_fit=True), target.code)
+                stats["rewritten_to_fit"] += 1
+
+    map_lines(todo, one, workers)
+    return out, stats
+
+
 def lines_to_json(lang: Language, source: str, lines: list[TranslatedLine]) -> dict[str, Any]:
     """The editable translation file: change a line's `text` and re-run; only that line is re-done."""
     return {
@@ -570,6 +686,13 @@ def translate(
             by_index[line.index] = translated_line(line, edits[line.index], edited=True)
     translated = [with_budget(by_index[ln.index], target.code) for ln in lines]
     stats["edited"] = len(edits)
+    if translator is not None and config.shorten:
+        shortener = translator_engine(config.translator).shortener(config, True)
+        translated, fit_stats = fit_before_synthesis(
+            translated, source, target, shortener, TranslationCache(config.cache_dir), config.max_speedup,
+            config.concurrency,
+        )  # fmt: skip
+        stats.update(fit_stats)
     unkept = [ln.index for ln in translated if ln.unkept]
     if unkept:  # counts and line numbers only: the items themselves are script text
         stage_logger().warning(
@@ -584,8 +707,9 @@ def translate(
         write_json_atomic(out_json, lines_to_json(target, source_lang, translated))
         proposal_path(out_json).unlink(missing_ok=True)  # any earlier proposal no longer applies
     stage_logger().info(
-        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d",
+        "translated lang=%s lines=%d calls=%d cached=%d copied=%d edited=%d keep_retries=%d "
+        "predicted_over_cap=%d rewritten_to_fit=%d",
         target.code, len(translated), stats["calls"], stats["cached"], stats["copied"], stats["edited"],
-        stats["keep_retries"],
+        stats["keep_retries"], stats.get("predicted_over_cap", 0), stats.get("rewritten_to_fit", 0),
     )  # fmt: skip
     return translated

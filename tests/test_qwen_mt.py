@@ -62,3 +62,13 @@ def test_retries_flag_sets_the_attempts_per_request(dashscope_server: LoopbackDa
     with pytest.raises(UpstreamError, match="HTTP 503"):
         translator_for(config).translate("Hello.", None, get_language("ja"))
     assert dashscope_server.count("mt") == 1
+
+
+def test_the_line_budget_reaches_qwen_mt_in_domains(dashscope_server: LoopbackDashScope) -> None:
+    """Qwen-MT has no length field: the budget travels as one English sentence after the style hint."""
+    mt = QwenMTTranslator(retry=FAST, domain="Travel documentary narration.")
+    mt.translate("The old lighthouse turns on.", get_language("en"), get_language("de"), max_chars=37)
+    (req,) = dashscope_server.requests_of("mt")
+    domains = req.body["parameters"]["translation_options"]["domains"]
+    assert domains.startswith("Travel documentary narration. ")
+    assert "within 37 characters" in domains

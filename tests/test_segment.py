@@ -126,6 +126,18 @@ def test_fragment_ending_a_sentence_joins_the_closer_sentence_neighbour() -> Non
     assert texts(lines) == ["I told you so. Yes.", "Then we went home together."]
 
 
+def test_sentence_tail_is_never_glued_to_the_next_sentence() -> None:
+    """A long sentence cut at a pause: its short tail stays with it even past MAX_LINE_S, so the next
+    line starts at its own first word, not a second early on the tail of the sentence before."""
+    head = spaced(" ".join(["word"] * 33), 0.0)  # 11.85 s without a sentence end
+    tail = (head[-1][1] + 0.7, head[-1][1] + 1.2, "today.")
+    rest = spaced("Then we went home together.", tail[1] + 0.4)
+    lines = build_lines(words(*head, tail, *rest), duration=tail[1] + 5.0)
+    assert texts(lines)[-1] == "Then we went home together."
+    assert lines[-1].start == pytest.approx(rest[0][0])
+    assert all(ln.text.endswith(("word", "today.")) for ln in lines[:-1])
+
+
 @pytest.mark.parametrize("gap", [1.6, 2.5])
 def test_no_merge_across_long_silence(gap: float) -> None:
     frag = [(0.0, 0.3, "and"), (0.35, 0.6, "then")]

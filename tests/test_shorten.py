@@ -120,3 +120,42 @@ def test_budget_follows_the_speaking_rate_model() -> None:
     assert character_budget(2.0, "en") == int(2.0 * characters_per_second("en"))
     assert character_budget(2.0, "ja") < character_budget(2.0, "en")  # kana/kanji carry more per character
     assert estimate_seconds("a" * 29, "en") == pytest.approx(2.0, rel=0.02)
+
+
+def test_slot_leaves_a_breath_before_the_next_line() -> None:
+    """The dub may borrow the pause after its line minus the breath (150 ms plus a 50 ms margin for the
+    plan's own start times); when the source lines nearly touch, nothing is borrowed."""
+    from tasks.translate import BREATH_S
+
+    assert BREATH_S == 0.2
+    roomy = TranslatedLine(0, 1.0, 3.0, 0.8, "s", "t")
+    assert roomy.slot_end == pytest.approx(3.6)
+    assert roomy.slot_end + BREATH_S <= roomy.end + roomy.pause_after + 1e-9
+    tight = TranslatedLine(0, 1.0, 3.0, 0.1, "s", "t")
+    assert tight.slot_end == pytest.approx(3.0)
+
+
+def test_a_line_predicted_over_the_cap_is_rewritten_before_any_synthesis(tmp_path: Path) -> None:
+    """The translation's predicted speed-up decides: the overlong line is rewritten once (cached: a
+    re-run asks nothing), the fitting line, the user's own line and a copy of the source are left alone."""
+    from tasks.translate import fit_before_synthesis, predicted_speedup
+
+    cps = characters_per_second("en")
+    slot = 2.0
+    over = "x" * int(slot * 1.6 * cps)  # needs 1.6x
+    fits = "y" * int(slot * 1.0 * cps)
+    lines = [
+        line(0, slot, over),
+        line(1, slot, fits),
+        line(2, slot, over, edited=True),
+        TranslatedLine(3, 30.0, 32.0, 0.0, over, over),
+    ]
+    assert predicted_speedup(lines[0], "en") > 1.25 >= predicted_speedup(lines[1], "en")
+    shortener, cache = StubShortener(), TranslationCache(tmp_path)
+    out, stats = fit_before_synthesis(lines, JA, EN, shortener, cache, max_speedup=1.25)
+    assert stats == {"predicted_over_cap": 1, "rewritten_to_fit": 1, "rewrite_calls": 1}
+    assert out[0].rewritten_to_fit and predicted_speedup(out[0], "en") <= 1.25
+    assert shortener.calls == [character_budget(slot * 1.25 * 0.9, "en")]
+    assert [ln.text for ln in out[1:]] == [fits, over, over]
+    again, stats = fit_before_synthesis(lines, JA, EN, StubShortener(), cache, max_speedup=1.25)
+    assert stats["rewrite_calls"] == 0 and again[0].text == out[0].text

@@ -74,7 +74,8 @@ def test_qwen_mt_sees_the_previous_lines_of_the_scene_as_translation_memory(
         assert [m["role"] for m in body["input"]["messages"]] == ["user"]
         options = body["parameters"]["translation_options"]
         assert (options["source_lang"], options["target_lang"]) == ("English", "Japanese")
-        assert options["domains"] == DEFAULT_DOMAIN
+        # the style hint, then the line's length budget (characters that fit its slot)
+        assert options["domains"].startswith(DEFAULT_DOMAIN + " Keep the translation within ")
     translated = {ln.source: ln.text for ln in out}
 
     def memory(text: str) -> list[dict[str, str]]:
@@ -112,7 +113,8 @@ def test_a_domain_hint_replaces_the_default(dashscope_server: LoopbackDashScope,
     mt = QwenMTTranslator(retry=FAST, domain="Cooking show, informal.")
     translate_lines(plan(["Add salt."]), EN, DE, mt, TranslationCache(tmp_path), 1)
     (request,) = dashscope_server.requests_of("mt")
-    assert request.body["parameters"]["translation_options"]["domains"] == "Cooking show, informal."
+    domains = request.body["parameters"]["translation_options"]["domains"]
+    assert domains.startswith("Cooking show, informal. Keep the translation within ")
 
 
 # ------------------------------------------------------------------------------- checks, stub engines
