@@ -37,7 +37,8 @@ class ModelNeed:
     role: str  # what it does, as the user knows it: "speech recognition", "separation", ...
     name: str  # the hub id, or the folder
     pull_args: tuple[str, ...] = ()  # the `qwen-dub models pull` arguments that fetch it
-    patterns: tuple[str, ...] = ()  # files of the repo the loader reads; () = the whole repository
+    patterns: tuple[str, ...] = ()  # files of the repo the loader may read; () = the whole repository
+    required: tuple[str, ...] = ("config.json",)  # files without which the loader fails
     local: Path | None = None
     bundled: bool = False
     demucs_name: str | None = None  # a demucs bag: its .yaml names the .safetensors files
@@ -73,9 +74,16 @@ def _cuda(device: str) -> bool:
     return cuda_available()
 
 
-def _local_folder(value: str) -> Path | None:
+def _local_folder(value: str, hub_ids: bool = True) -> Path | None:
+    """The folder `value` names, or None for a hub name. With `hub_ids`, `org/name` that is no existing
+    folder is a hub id (transformers' rule); faster-whisper and demucs take any path with a separator as a
+    folder (models/whisper_asr.py, models/demucs_separator.py)."""
     path = Path(value).expanduser()
-    return path if (os.sep in value or value.startswith(".") or path.exists()) else None
+    if path.exists() or value.startswith((".", "~", os.sep)):
+        return path
+    if os.sep in value and not (hub_ids and value.count("/") == 1):
+        return path
+    return None
 
 
 def required_models(settings: ModelSettings) -> list[ModelNeed]:
@@ -84,7 +92,7 @@ def required_models(settings: ModelSettings) -> list[ModelNeed]:
 
     needs: list[ModelNeed] = []
     if settings.separator != "none":
-        folder = _local_folder(settings.demucs_model)
+        folder = _local_folder(settings.demucs_model, hub_ids=False)
         if folder is not None:
             needs.append(ModelNeed("separation (demucs)", str(folder), local=folder))
         else:
@@ -93,23 +101,33 @@ def required_models(settings: ModelSettings) -> list[ModelNeed]:
             namespace, _, bare = settings.demucs_model.rpartition("/")
             repo = f"{namespace or DEFAULT_NAMESPACE}/{hf_repo_name(bare)}"
             args = () if settings.demucs_model == "htdemucs" else ("--demucs-model", settings.demucs_model)
-            needs.append(ModelNeed("separation (demucs)", repo, args, (f"{bare}.yaml",), demucs_name=bare))
+            needs.append(
+                ModelNeed("separation (demucs)", repo, args, (f"{bare}.yaml",), (f"{bare}.yaml",), demucs_name=bare)
+            )
 
     from models.whisper_asr import CPU_DEFAULT_MODEL, GPU_DEFAULT_MODEL
 
     asr = settings.asr_model
     if asr == "auto":
         asr = GPU_DEFAULT_MODEL if _cuda(settings.device) else CPU_DEFAULT_MODEL
-    folder = _local_folder(asr)
+    folder = _local_folder(asr, hub_ids=False)
     if folder is not None:
         needs.append(ModelNeed("speech recognition (faster-whisper)", str(folder), local=folder))
     else:
         from faster_whisper.utils import _MODELS
 
-        repo = asr if "/" in asr else _MODELS.get(asr)
+        repo = _MODELS.get(asr)
         if repo is None:
             raise ConfigError(f"--asr-model {asr}: unknown faster-whisper model; known: {', '.join(_MODELS)}")
-        needs.append(ModelNeed("speech recognition (faster-whisper)", repo, ("--asr-model", asr), WHISPER_FILES))
+        needs.append(
+            ModelNeed(
+                "speech recognition (faster-whisper)",
+                repo,
+                ("--asr-model", asr),
+                WHISPER_FILES,
+                required=("model.bin", "config.json"),
+            )
+        )
 
     if settings.translator == LOCAL:
         from models.local_translator import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL
@@ -168,7 +186,7 @@ def cached_files_missing(need: ModelNeed, cache_dir: Path | None = None) -> list
     if folder is None:
         return None
     present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-    wanted = list(need.patterns)
+    wanted = list(need.required)
     if need.demucs_name is not None:
         import yaml
 
@@ -176,8 +194,6 @@ def cached_files_missing(need: ModelNeed, cache_dir: Path | None = None) -> list
         if not bag.is_file():
             return [bag.name]
         wanted += [f"{sig}.safetensors" for sig in (yaml.safe_load(bag.read_text()) or {}).get("models", [])]
-    if not wanted:
-        return [] if "config.json" in present else ["config.json"]
     return [p for p in wanted if not any(fnmatch.fnmatch(f, p) for f in present)]
 
 
@@ -210,16 +226,17 @@ def plan_files(need: ModelNeed, cache_dir: Path | None = None) -> list[tuple[str
 
     info = HfApi().model_info(need.name, files_metadata=True)
     sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-    patterns = list(need.patterns)
+    patterns, required = list(need.patterns), list(need.required)
     if need.demucs_name is not None:
         import yaml
 
         bag = Path(hf_hub_download(need.name, f"{need.demucs_name}.yaml", cache_dir=cache_dir))
-        patterns += [f"{sig}.safetensors" for sig in (yaml.safe_load(bag.read_text()) or {}).get("models", [])]
+        sigs = [f"{sig}.safetensors" for sig in (yaml.safe_load(bag.read_text()) or {}).get("models", [])]
+        patterns, required = patterns + sigs, required + sigs
     chosen = [(name, size) for name, size in sorted(sizes.items()) if not patterns or _matches(name, patterns)]
-    for pattern in patterns:
-        if not any(fnmatch.fnmatch(name, pattern) for name, _ in chosen) and "*" not in pattern:
-            raise ConfigError(f"model {need.name} on the hub has no {pattern}")
+    for name in required:
+        if name not in sizes:
+            raise ConfigError(f"model {need.name} on the hub has no {name}: not a model this loader reads")
     return chosen
 
 
