@@ -86,7 +86,11 @@ def run_pull(needs: list[ModelNeed], cache_dir: Path | None) -> int:
         if need.local is not None or need.bundled:
             print(f"{need.role}: {need.name} (no download: {'bundled' if need.bundled else 'local folder'})")
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
     task = progress.add_task("models", total=None)
 
@@ -97,7 +101,8 @@ def run_pull(needs: list[ModelNeed], cache_dir: Path | None) -> int:
             print(f"{need.role}: {need.name}, {len(files)} files, {human_size(sum(s for _, s in files))}")
         print(f"total: {human_size(total)} into {where}", flush=True)
         progress.update(task, total=total)
-        progress.start()
+        if total:
+            progress.start()
 
     def on_file(need: ModelNeed, name: str, size: int) -> None:
         progress.update(task, advance=size, description=f"{need.name}/{name}")
@@ -106,7 +111,8 @@ def run_pull(needs: list[ModelNeed], cache_dir: Path | None) -> int:
     try:
         pull(needs, cache_dir, on_plan, on_file)
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()
     print(f"done: models ready in {cache_dir or 'the Hugging Face cache'}")
     if cache_dir is not None:
         print(f"offline use: HF_HUB_CACHE={cache_dir} HF_HUB_OFFLINE=1 qwen-dub dub ...")
@@ -137,15 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; files fetched so far stay in the cache, run it again to finish", file=sys.stderr)
+        print(
+            "error: interrupted; files fetched so far stay in the cache, run it again to finish",
+            file=sys.stderr,
+        )
         return 130
-    except Exception as exc:  # noqa: BLE001 - hub and network errors: one line naming the failure
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
-
-        text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        if isinstance(exc, RepositoryNotFoundError | EntryNotFoundError):
-            print(f"error: the hub does not serve a model this configuration needs: {text}", file=sys.stderr)
-            return 2
+    except Exception as exc:  # noqa: BLE001 - network and disk errors: one line naming the failure
+        text = (str(exc).strip().splitlines() or [""])[0][:300] or type(exc).__name__
         print(f"error: download failed ({type(exc).__name__}): {text}", file=sys.stderr)
         return 3
 

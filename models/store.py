@@ -102,7 +102,9 @@ def required_models(settings: ModelSettings) -> list[ModelNeed]:
             repo = f"{namespace or DEFAULT_NAMESPACE}/{hf_repo_name(bare)}"
             args = () if settings.demucs_model == "htdemucs" else ("--demucs-model", settings.demucs_model)
             needs.append(
-                ModelNeed("separation (demucs)", repo, args, (f"{bare}.yaml",), (f"{bare}.yaml",), demucs_name=bare)
+                ModelNeed(
+                    "separation (demucs)", repo, args, (f"{bare}.yaml",), (f"{bare}.yaml",), demucs_name=bare
+                )
             )
 
     from models.whisper_asr import CPU_DEFAULT_MODEL, GPU_DEFAULT_MODEL
@@ -132,7 +134,9 @@ def required_models(settings: ModelSettings) -> list[ModelNeed]:
     if settings.translator == LOCAL:
         from models.local_translator import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL
 
-        model = settings.translator_model or (DEFAULT_GPU_MODEL if _cuda(settings.device) else DEFAULT_CPU_MODEL)
+        model = settings.translator_model or (
+            DEFAULT_GPU_MODEL if _cuda(settings.device) else DEFAULT_CPU_MODEL
+        )
         args = ("--translator", LOCAL) + (("--translator-model", model) if settings.translator_model else ())
         needs.append(_hub_or_folder("translation (local chat model)", model, args))
 
@@ -197,7 +201,9 @@ def cached_files_missing(need: ModelNeed, cache_dir: Path | None = None) -> list
     return [p for p in wanted if not any(fnmatch.fnmatch(f, p) for f in present)]
 
 
-def model_status(need: ModelNeed, cache_dir: Path | None = None, probe_hub: bool = True) -> tuple[Status, str]:
+def model_status(
+    need: ModelNeed, cache_dir: Path | None = None, probe_hub: bool = True
+) -> tuple[Status, str]:
     """Where a model stands, with a short detail for the doctor's line."""
     if need.bundled:
         return "bundled", "inside its Python package"
@@ -233,11 +239,28 @@ def plan_files(need: ModelNeed, cache_dir: Path | None = None) -> list[tuple[str
         bag = Path(hf_hub_download(need.name, f"{need.demucs_name}.yaml", cache_dir=cache_dir))
         sigs = [f"{sig}.safetensors" for sig in (yaml.safe_load(bag.read_text()) or {}).get("models", [])]
         patterns, required = patterns + sigs, required + sigs
-    chosen = [(name, size) for name, size in sorted(sizes.items()) if not patterns or _matches(name, patterns)]
+    chosen = [
+        (name, size) for name, size in sorted(sizes.items()) if not patterns or _matches(name, patterns)
+    ]
     for name in required:
         if name not in sizes:
             raise ConfigError(f"model {need.name} on the hub has no {name}: not a model this loader reads")
     return chosen
+
+
+def _plan_or_explain(need: ModelNeed, cache_dir: Path | None) -> list[tuple[str, int]]:
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return plan_files(need, cache_dir)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise ConfigError(f"the hub does not serve {need.name} ({need.role}): repository not found") from None
+    except EntryNotFoundError as exc:
+        raise ConfigError(f"the hub's {need.name} ({need.role}) lacks a file: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -258,7 +281,9 @@ def pull(
 ) -> list[Path]:
     """Fetch every hub model of `needs` into `cache_dir` (None: the hub cache). The whole plan (files and
     sizes) is known, and reported through `on_plan`, before the first weight is fetched."""
-    plan = [(need, plan_files(need, cache_dir)) for need in needs if need.local is None and not need.bundled]
+    plan = [
+        (need, _plan_or_explain(need, cache_dir)) for need in needs if need.local is None and not need.bundled
+    ]
     on_plan(plan)
     folders: list[Path] = []
     for need, files in plan:

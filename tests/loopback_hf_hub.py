@@ -72,10 +72,13 @@ class LoopbackHub:
                 "sha": self.commit(repo_id),
                 "private": False,
                 "siblings": [
-                    {"rfilename": name, "size": file.stat().st_size} for name, file in self.files(repo_id).items()
+                    {"rfilename": name, "size": file.stat().st_size}
+                    for name, file in self.files(repo_id).items()
                 ],
             }
-            return self.send(request, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
+            return self.send(
+                request, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body
+            )
         if "/resolve/" not in path:
             return self.error(request, 404, "RepoNotFound")
         repo_id, rest = path.lstrip("/").split("/resolve/", 1)
