@@ -244,7 +244,8 @@ def load_model(ref: ModelRef) -> Any:
             raise ConfigError(f"demucs model {where} cannot be read: {_one_line(exc)}") from None
         raise InputError(
             f"could not download demucs model '{ref.name}' (offline?): {_one_line(exc)}; fetch it with "
-            f"`qwen-dub models pull --demucs-model {ref.name}`, or give a local folder holding its .th/.yaml files"
+            f"`qwen-dub models pull --demucs-model {ref.name}`, "
+            "or give a local folder holding its .th/.yaml files"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch.load / unpickling / yaml / checksum errors
         raise ConfigError(

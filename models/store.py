@@ -2,8 +2,8 @@
 
 Every downloadable model the project uses lives on the Hugging Face hub and is cached by huggingface_hub
 (HF_HUB_CACHE, default ~/.cache/huggingface/hub), which every loader reads through:
-- faster-whisper names (`small`, `large-v3`) -> `Systran/faster-whisper-<name>` (faster_whisper.utils._MODELS),
-  only the files faster-whisper itself fetches;
+- faster-whisper names (`small`, `large-v3`) -> `Systran/faster-whisper-<name>`
+  (faster_whisper.utils._MODELS), only the files faster-whisper itself fetches;
 - demucs names -> `adefossez/<repo>`: `<name>.yaml` and one `<sig>.safetensors` per model of the bag
   (demucs/hf.py; the legacy AWS download is used only when the hub fails);
 - Qwen3-TTS (`Qwen/Qwen3-TTS-12Hz-<size>-<Mode>`, speech tokenizer inside) and the local translator's chat

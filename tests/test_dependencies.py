@@ -14,7 +14,7 @@ PACKAGES = ["core", "text", "audio", "cloning", "models", "tasks", "flows"]
 NAMESPACE_PACKAGES = {"pyannote"}  # `pyannote.audio` and `pyannote.core` are different distributions
 # Declared without an import of their own, each for a reason the import graph cannot show.
 DECLARED_FOR_OTHERS = {
-    "torchaudio": "qwen-tts imports it; pinned next to torch so the CPU pair matches (scripts/fix_torchaudio.py)",
+    "torchaudio": "qwen-tts imports it; pinned next to torch so the pair matches (scripts/fix_torchaudio.py)",
     "setuptools": "resemblyzer's webrtcvad imports pkg_resources, removed from setuptools 81",
 }
 
