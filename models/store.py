@@ -91,6 +91,7 @@ def required_models(settings: ModelSettings) -> list[ModelNeed]:
     from models.registry import LOCAL
 
     needs: list[ModelNeed] = []
+    args: tuple[str, ...]
     if settings.separator != "none":
         folder = _local_folder(settings.demucs_model, hub_ids=False)
         if folder is not None:
