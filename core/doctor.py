@@ -116,7 +116,7 @@ def check_espeak() -> Check:
 
 
 def needs_key(models: ModelSettings) -> bool:
-    from models.registry import tts_engine, translator_engine
+    from models.registry import translator_engine, tts_engine
 
     return tts_engine(models.tts).needs_key or translator_engine(models.translator).needs_key
 
