@@ -129,3 +129,34 @@ def test_pull_refuses_when_offline(tmp_path: Path) -> None:
     proc = qwen_dub(["models", "pull", "--separator", "none"], {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: HF_HUB_OFFLINE is set: `models pull` needs the hub; unset it"
+
+
+@pytest.mark.e2e
+def test_a_job_missing_its_model_offline_ends_with_the_line_naming_it(tmp_path: Path) -> None:
+    """The job's last line names the model and the command that fetches it (whatever Prefect printed
+    before it: one line overall is issue 15's item 4, flows/cli.py)."""
+    with LoopbackDashScope() as server:
+        env = {
+            "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_ENDPOINT": DEAD_HUB,
+            "DASHSCOPE_HTTP_BASE_URL": server.base_http_api_url,
+            "DASHSCOPE_API_KEY": server.api_key,
+            "QWENDUB_CACHE_DIR": str(tmp_path / "cache"),
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        }
+        args = [
+            "dub",
+            "media_samples/sample.mp4",
+            "--langs",
+            "ja",
+            "--separator",
+            "none",
+            "--asr-model",
+            "tiny.en",
+        ]
+        job = qwen_dub([*args, "--out", str(tmp_path / "out")], env)
+    assert job.returncode != 0
+    last = job.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: speech recognition model 'tiny.en' cannot be loaded"), job.stderr[-2000:]
+    assert last.endswith("(fetch it with `qwen-dub models pull --asr-model tiny.en`)")
