@@ -216,6 +216,24 @@ def _quiet_download() -> Iterator[io.StringIO]:
         hub_logger.setLevel(level)
 
 
+def _require_cached_when_offline(name: str) -> None:
+    """With HF_HUB_OFFLINE set, a named model must be in the hub cache: demucs would otherwise fall back to
+    its legacy download URL, which offline mode does not cover."""
+    from huggingface_hub import constants, hf_hub_download
+
+    if not constants.HF_HUB_OFFLINE or "/" in name:
+        return
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+
+    try:
+        hf_hub_download(f"{DEFAULT_NAMESPACE}/{hf_repo_name(name)}", f"{name}.yaml", local_files_only=True)
+    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError and friends: not cached
+        raise InputError(
+            f"could not download demucs model '{name}' (offline?): HF_HUB_OFFLINE is set and it is not in "
+            f"the hub cache; fetch it with `qwen-dub models pull --demucs-model {name}` when online"
+        ) from None
+
+
 @functools.lru_cache(maxsize=2)
 def load_model(ref: ModelRef) -> Any:
     """The demucs model (a single model or a BagOfModels) through demucs' own loader, in eval mode.
@@ -225,6 +243,8 @@ def load_model(ref: ModelRef) -> Any:
     from demucs.repo import ModelLoadingError
 
     where = ref.describe()
+    if ref.directory is None:
+        _require_cached_when_offline(ref.name)
     log.info("loading demucs model %s%s", where, "" if ref.directory else " (downloaded on first use)")
     try:
         with _quiet_download() as chatter:
@@ -243,7 +263,8 @@ def load_model(ref: ModelRef) -> Any:
         if ref.directory is not None:
             raise ConfigError(f"demucs model {where} cannot be read: {_one_line(exc)}") from None
         raise InputError(
-            f"could not download demucs model '{ref.name}' (offline?): {_one_line(exc)}; "
+            f"could not download demucs model '{ref.name}' (offline?): {_one_line(exc)}; fetch it with "
+            f"`qwen-dub models pull --demucs-model {ref.name}`, "
             "or give a local folder holding its .th/.yaml files"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch.load / unpickling / yaml / checksum errors

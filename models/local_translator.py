@@ -455,7 +455,8 @@ def load_local_lm(model: str, device: str, dtype: str, revision: str | None = No
         hint = (
             "is it a complete transformers checkpoint (config, weights, tokenizer files)?"
             if Path(model).is_dir()
-            else "download it first with `hf download <id>`, or pass a local directory"
+            else f"fetch it with `qwen-dub models pull --translator local --translator-model {model}`, "
+            "or pass a local directory"
         )
         raise ConfigError(f"cannot load local translation model {model!r}: {reason} ({hint})") from None
     if not device.startswith("cuda"):

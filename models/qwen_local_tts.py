@@ -305,8 +305,13 @@ def _load(model_ref: str, runtime: Runtime) -> Any:
             return load_model(model_ref, runtime.device, runtime.dtype, runtime.attn_implementation)
         except (OSError, ValueError, TypeError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            fix = (
+                "is it a complete Qwen3-TTS checkpoint?"
+                if Path(model_ref).is_dir()
+                else f"fetch it with `qwen-dub models pull --tts local --tts-local-model {model_ref}`"
+            )
             raise ConfigError(
-                f"cannot load Qwen3-TTS model {model_ref!r} ({exc.__class__.__name__}: {first[:200]})"
+                f"cannot load Qwen3-TTS model {model_ref!r} ({exc.__class__.__name__}: {first[:200]}); {fix}"
             ) from None
 
 

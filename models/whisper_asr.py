@@ -38,9 +38,20 @@ def resolve_model_name(model: str) -> str:
 
 @functools.lru_cache(maxsize=2)
 def load_model(model: str, device: str, compute_type: str) -> Any:
+    """faster-whisper's model, from a CTranslate2 folder or the hub cache (fetched on first use unless
+    HF_HUB_OFFLINE is set); a model that cannot be loaded is one ConfigError naming it and the fix."""
     from faster_whisper import WhisperModel
 
-    return WhisperModel(model, device=device, compute_type=compute_type)
+    try:
+        return WhisperModel(model, device=device, compute_type=compute_type)
+    except (OSError, ValueError, RuntimeError) as exc:  # hub errors are OSErrors; CTranslate2 raises these
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        fix = (
+            "is it a complete CTranslate2 Whisper folder?"
+            if os.sep in model
+            else f"fetch it with `qwen-dub models pull --asr-model {model}`"
+        )
+        raise ConfigError(f"speech recognition model {model!r} cannot be loaded: {reason} ({fix})") from None
 
 
 class FasterWhisperTranscriber:
