@@ -46,7 +46,7 @@ from audio.mix import (
 )
 
 CHUNK_S = 20.0  # seconds per chunk: ~8 MB per stereo float32 buffer at 48 kHz, a few buffers alive
-CLIP_CACHE = 64  # resampled clips kept between chunk reads (those straddling a chunk edge, mostly)
+CLIP_CACHE = 64  # at most this many resampled clips kept between reads (those still ahead)
 
 
 def resample_clip(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
@@ -216,6 +216,9 @@ class PlacedDub:
         if not self.clips:
             return out
         end = np.minimum(self.at + self.length, self.total)
+        # reads move forward (with a second or so of look-back for context): clips behind that go
+        for i in [i for i in self.cache if end[i] < lo - self.rate]:
+            del self.cache[i]
         for i in np.flatnonzero((self.at < hi) & (end > lo) & (self.at < self.total)):
             audio = self._load(int(i))
             at = int(self.at[i])

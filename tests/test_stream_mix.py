@@ -139,3 +139,34 @@ def test_a_silent_background_mixes_as_none(tmp_path: Path) -> None:
     )
     assert summary.out_channels == 1  # the encoder duplicates the channel
     assert summary.integrated_lufs == pytest.approx(-20.0, abs=0.1)
+
+
+def assembly_peak_increase(seconds: float, work: Path) -> dict[str, float]:
+    """Peak resident memory of one track's assembly above the memory just before it, in a fresh
+    interpreter (the kernel's high-water mark, reset just before: exact)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.assemble_memory_child", str(seconds), str(work)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures["increase"] = figures["peak_after"] - figures["rss_before"]
+    return figures
+
+
+def test_assembly_memory_does_not_grow_with_duration(tmp_path: Path) -> None:
+    """60 s and 300 s tracks (placement, ducked mix over a stereo stem, AAC from a pipe): the same peak.
+    Held whole, the 300 s track's stereo float32 arrays alone would add 110 MB per copy."""
+    mb = 1024 * 1024
+    short = assembly_peak_increase(60.0, tmp_path / "short")
+    long = assembly_peak_increase(300.0, tmp_path / "long")
+    detail = f"60 s: +{short['increase'] / mb:.0f} MB, 300 s: +{long['increase'] / mb:.0f} MB"
+    assert long["lines"] > 4 * short["lines"] > 0
+    assert long["increase"] < short["increase"] + 16 * mb, detail
+    assert (tmp_path / "long" / "dub.mka").is_file()
+    assert long["lufs"] == pytest.approx(-20.0, abs=0.2)
