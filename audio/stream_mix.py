@@ -147,6 +147,7 @@ class TruePeakMeter:
 
     def __init__(self) -> None:
         self.peak = 0.0
+        self.sample_peak = 0.0
         self.held = np.zeros((0, 1), dtype=np.float32)  # the last samples seen, from track sample held_at
         self.held_at = 0
         self.judged = 0  # samples before this track index are judged
@@ -154,7 +155,10 @@ class TruePeakMeter:
     def _judge(self, data: np.ndarray, start: int, stop: int) -> None:
         lo, hi = start - self.held_at, stop - self.held_at
         if hi > lo:
-            env = _true_peak_envelope(data, floor=float(np.abs(data).max(initial=0.0)))
+            # only samples near the loudest so far need the oversampled look (a lower floor than the
+            # whole track's peak looks at more of them, never at fewer: the same true peak)
+            self.sample_peak = max(self.sample_peak, float(np.abs(data).max(initial=0.0)))
+            env = _true_peak_envelope(data, floor=self.sample_peak)
             self.peak = max(self.peak, float(env[lo:hi].max(initial=0.0)))
             self.judged = stop
 
