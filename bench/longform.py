@@ -43,6 +43,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from flows.dub import dub
     from models.demucs_separator import high_water_rss_bytes
 
+    stage_peaks = watch_stage_peaks()
     config = build_config(**spec["values"])
     t0 = time.perf_counter()
     result = dub(config)
@@ -59,7 +60,34 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             for code, t in report.get("tracks", {}).items()
         },
         "source_lufs": report["source"].get("integrated_lufs"),
+        "stage_peaks": stage_peaks,
     }
+
+
+def watch_stage_peaks() -> dict[str, int]:
+    """Peak RSS of the flow process per top-level stage: the kernel's high-water mark is reset when a
+    stage starts and read when it ends (the stages run one after another; the per-language ones run
+    inside `languages`, whose peak covers them all)."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from flows.pipeline import StageClock
+    from models.demucs_separator import high_water_rss_bytes, reset_peak_rss
+
+    peaks: dict[str, int] = {}
+    original = StageClock.stage
+
+    @contextlib.contextmanager
+    def stage(self: StageClock, name: str, per_language: bool = False) -> Iterator[None]:
+        if not per_language:
+            reset_peak_rss()
+        with original(self, name, per_language):
+            yield
+        if not per_language:
+            peaks[name] = max(peaks.get(name, 0), high_water_rss_bytes())
+
+    StageClock.stage = stage  # type: ignore[method-assign]
+    return peaks
 
 
 class SubtreeRss:
@@ -120,6 +148,11 @@ def table(results: list[dict[str, Any]], n_langs: int) -> str:
             sec = r["stage_seconds"].get(stage)
             cells += ["", ""] if sec is None else [f"{sec:.1f}", f"{sec / r['duration']:.4f}"]
         rows.append(f"| {stage} | " + " | ".join(cells) + " |")
+    for stage in stages:
+        if any(stage in r.get("stage_peaks", {}) for r in results):
+            peaks = [r.get("stage_peaks", {}).get(stage) for r in results]
+            cells = [f"{p / MIB:.0f} | " if p else " | " for p in peaks]
+            rows.append(f"| peak RSS during {stage}, MiB | " + " | ".join(cells) + " |")
     rows.append(
         "| **flow wall** | "
         + " | ".join(f"{r['wall_s']:.1f} | {r['wall_s'] / r['duration']:.4f}" for r in results)
@@ -193,7 +226,8 @@ def main() -> None:
                     f"[longform] {label}: wall {result['wall_s']:.0f} s, flow process peak "
                     f"{result['hwm'] / MIB:.0f} MiB, tree peak {result['peak_tree'] / MIB:.0f} MiB, "
                     f"stages {json.dumps(result['stage_seconds'])}, tracks {json.dumps(result['tracks'])}, "
-                    f"source {result['source_lufs']}",
+                    f"source {result['source_lufs']}, stage peaks MiB "
+                    f"{json.dumps({k: round(v / MIB) for k, v in result['stage_peaks'].items()})}",
                     file=sys.stderr,
                     flush=True,
                 )
