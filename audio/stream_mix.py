@@ -221,10 +221,10 @@ class PlacedDub:
             return out
         end = np.minimum(self.at + self.length, self.total)
         # reads move forward (with a second or so of look-back for context): clips behind that go
-        for i in [i for i in self.cache if end[i] < lo - self.rate]:
-            del self.cache[i]
-        for i in np.flatnonzero((self.at < hi) & (end > lo) & (self.at < self.total)):
-            audio = self._load(int(i))
+        for gone in [k for k in self.cache if end[k] < lo - self.rate]:
+            del self.cache[gone]
+        for i in np.flatnonzero((self.at < hi) & (end > lo) & (self.at < self.total)).tolist():
+            audio = self._load(i)
             at = int(self.at[i])
             s, e = max(lo, at), min(hi, int(end[i]))
             out[s - lo : e - lo] += audio[s - at : e - at]
