@@ -114,6 +114,11 @@ class MixLoudness:
 
     def __init__(self, dialogue: np.ndarray, background: np.ndarray | None, rate: int, channels: int) -> None:
         self.rate = rate
+        self.eb: np.ndarray
+        self.ebd: np.ndarray
+        self.ed: np.ndarray
+        if channels == 0:  # from_sums fills them
+            return
         kd = k_filter(dialogue, rate)
         self.ed = _subblock_sums(kd, kd, rate)[:, None].repeat(channels, axis=1)
         if background is None:
@@ -123,6 +128,14 @@ class MixLoudness:
             kb = k_filter(background, rate)
             self.eb = _subblock_sums(kb, kb, rate)
             self.ebd = _subblock_sums(kb, kd, rate)
+
+    @classmethod
+    def from_sums(cls, ed: np.ndarray, eb: np.ndarray, ebd: np.ndarray, rate: int) -> MixLoudness:
+        """From 100 ms sub-block sums accumulated chunk by chunk (audio.stream_mix), each
+        subblocks x channels (ed: the mono dialogue's, repeated over the channels)."""
+        self = cls(np.zeros(0, np.float32), None, rate, 0)
+        self.ed, self.eb, self.ebd = ed, eb, ebd
+        return self
 
     def loudness(self, gain: float) -> float:
         sub = self.eb + 2 * gain * self.ebd + gain * gain * self.ed
@@ -149,20 +162,27 @@ def true_peak_db(audio: np.ndarray) -> float:
     return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def _true_peak_envelope(data: np.ndarray, floor: float = 0.0) -> np.ndarray:
+TP_BLOCK = 4096  # samples per hot/cold decision of the true-peak envelope (on the track's own grid)
+TP_PAD = 64  # resampler support kept on each side of an oversampled run
+
+
+def _true_peak_envelope(data: np.ndarray, floor: float = 0.0, offset: int = 0) -> np.ndarray:
     """Per-sample peak over channels, 4x-oversampled where the sample peak comes within
-    INTERSAMPLE_MARGIN_DB of `floor` (everywhere when floor is 0)."""
+    INTERSAMPLE_MARGIN_DB of `floor` (everywhere when floor is 0). `offset`: the track sample that
+    data[0] is, so a window of a track is cut into the same TP_BLOCK blocks as the whole track."""
     if data.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
     env = np.abs(data).max(axis=1)
     threshold = floor * 10 ** (-INTERSAMPLE_MARGIN_DB / 20)
-    block = 4096
-    pad = 64  # resampler support on each side
-    hot = np.maximum.reduceat(env, np.arange(0, env.size, block)) > threshold
+    block, pad = TP_BLOCK, TP_PAD
+    starts = np.arange(-(offset % block), env.size, block)
+    starts[0] = 0
+    bounds = np.append(starts, env.size)
+    hot = np.maximum.reduceat(env, starts) > threshold
     # oversample each run of consecutive hot blocks in one call (fewer, larger resampler calls)
     edges = np.flatnonzero(np.diff(np.concatenate([[False], hot, [False]]).astype(np.int8)))
     for first, last in zip(edges[::2], edges[1::2], strict=True):
-        lo, hi = first * block, min(env.size, last * block)
+        lo, hi = int(bounds[first]), int(bounds[last])
         a, z = max(0, lo - pad), min(env.size, hi + pad)
         up = np.abs(resample_poly(data[a:z], OVERSAMPLE, 1, axis=0))
         up = up.max(axis=1) if up.shape[1] > 1 else up[:, 0]
@@ -174,14 +194,23 @@ def _true_peak_envelope(data: np.ndarray, floor: float = 0.0) -> np.ndarray:
     return env
 
 
+def limiter_reach(rate: int) -> int:
+    """Samples either side of a sample that its limited value depends on (gain smoothing plus the
+    envelope's resampler support): a window of the track with this much context on each side is
+    limited exactly as the whole track is."""
+    win = max(1, int(LIMITER_RELEASE_S * rate))
+    return win + win // 2 + 1 + TP_PAD + 16
+
+
 def limit_true_peak(
-    audio: np.ndarray, ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP, rate: int = 48000
+    audio: np.ndarray, ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP, rate: int = 48000, offset: int = 0
 ) -> np.ndarray:
     """A look-ahead peak limiter on the oversampled envelope: the gain never lets the true peak pass
-    the ceiling, and gain changes are smoothed over a short window so speech is not distorted."""
+    the ceiling, and gain changes are smoothed over a short window so speech is not distorted.
+    `offset`: the track sample audio[0] is (a window of a track; see limiter_reach)."""
     data = audio if audio.ndim == 2 else audio[:, None]
     ceiling = 10 ** (ceiling_dbtp / 20) * 0.995  # small margin for the resampler's own ripple
-    env = _true_peak_envelope(data, ceiling)
+    env = _true_peak_envelope(data, ceiling, offset)
     if env.max(initial=0.0) <= ceiling:
         return audio
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
@@ -202,17 +231,29 @@ DUCK_ACTIVITY_DBFS = -45.0  # dialogue above this level counts as speaking
 def duck_gain(dialogue: np.ndarray, rate: int, duck_db: float) -> np.ndarray:
     """Sidechain gain for the background: -duck_db while the dialogue speaks, 0 dB elsewhere, with a
     look-ahead attack (the dip starts DUCK_ATTACK_S before the first syllable) and a slow release."""
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
-    hop = max(1, int(0.01 * rate))
+    hop = duck_hop(rate)
     n = dialogue.size // hop + 1
     padded = np.pad(np.abs(dialogue), (0, n * hop - dialogue.size))
-    active = (padded.reshape(n, hop).max(axis=1) > 10 ** (DUCK_ACTIVITY_DBFS / 20)).astype(np.float32)
+    return np.repeat(duck_per_hop(padded.reshape(n, hop).max(axis=1), duck_db), hop)[: dialogue.size]
+
+
+def duck_hop(rate: int) -> int:
+    """Samples per 10 ms hop of the ducking gain (hops start at the track's first sample)."""
+    return max(1, int(0.01 * rate))
+
+
+DUCK_REACH_HOPS = int(DUCK_RELEASE_S / 0.01) + int(DUCK_ATTACK_S / 0.01) + 2  # hops a hop's gain reads
+
+
+def duck_per_hop(hop_peaks: np.ndarray, duck_db: float) -> np.ndarray:
+    """The background's gain per hop from the dialogue's peak in each hop (float32)."""
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    active = (hop_peaks > 10 ** (DUCK_ACTIVITY_DBFS / 20)).astype(np.float32)
     # hold through short pauses, then ramp: the release keeps the bed from pumping between words
     held = maximum_filter1d(active, size=int(DUCK_RELEASE_S / 0.01) * 2 + 1, mode="constant")
     ramp = uniform_filter1d(held, size=max(1, int(DUCK_ATTACK_S / 0.01)), mode="nearest")
-    per_hop = 1.0 - (1.0 - 10 ** (-duck_db / 20)) * np.clip(ramp, 0.0, 1.0)
-    return np.repeat(per_hop, hop)[: dialogue.size].astype(np.float32)
+    return (1.0 - (1.0 - 10 ** (-duck_db / 20)) * np.clip(ramp, 0.0, 1.0)).astype(np.float32)
 
 
 @dataclass

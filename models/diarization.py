@@ -35,6 +35,7 @@ RATE = 16_000  # Hz: what the encoder and the analysis audio use
 HOP_S = 0.01  # mel frame hop (resemblyzer's 10 ms)
 WINDOW_S = 0.025
 N_MELS = 40
+MEL_BLOCK_FRAMES = 30_000  # frames (5 minutes) per block of the mel and level analysis
 
 SEGMENT_MAX_S = 8.0  # longer stretches of speech are cut into pieces of about SEGMENT_TARGET_S
 SEGMENT_TARGET_S = 4.0
@@ -144,21 +145,44 @@ def mel_frames(audio: np.ndarray) -> np.ndarray:
     """Power mel spectrogram (frames x N_MELS) exactly as resemblyzer computes it, for the whole file."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=audio, sr=RATE, n_fft=int(RATE * WINDOW_S), hop_length=int(RATE * HOP_S), n_mels=N_MELS
-    )
-    return np.ascontiguousarray(mel.astype(np.float32).T)
+    n_fft, hop = int(RATE * WINDOW_S), int(RATE * HOP_S)
+    n = 1 + audio.size // hop  # frames of a centred STFT
+    out = np.empty((n, N_MELS), dtype=np.float32)
+    # a block of frames at a time (the centred frames of the zero-padded signal, cut out by hand): the
+    # STFT of a whole film would take GBs (2 h: 1.2 GB of complex spectrum)
+    block, half = MEL_BLOCK_FRAMES, n_fft // 2
+    for f0 in range(0, n, block):
+        f1 = min(n, f0 + block)
+        lo, hi = f0 * hop - half, (f1 - 1) * hop + n_fft - half
+        piece = np.zeros(hi - lo, dtype=audio.dtype)
+        piece[max(0, -lo) : max(0, -lo) + max(0, min(hi, audio.size) - max(lo, 0))] = audio[
+            max(lo, 0) : min(hi, audio.size)
+        ]
+        mel = librosa.feature.melspectrogram(
+            y=piece, sr=RATE, n_fft=n_fft, hop_length=hop, n_mels=N_MELS, center=False
+        )
+        out[f0:f1] = mel.T
+    return out
 
 
 def frame_levels(audio: np.ndarray) -> np.ndarray:
     """RMS level (dBFS) per HOP_S frame over a WINDOW_S window centred on the frame."""
     hop, win = int(RATE * HOP_S), int(RATE * WINDOW_S)
     n = audio.size // hop + 1
-    padded = np.pad(audio, (win // 2, win))
-    power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
-    starts = np.arange(n) * hop
-    energy = (power[starts + win] - power[starts]) / win
-    return (10 * np.log10(energy + 1e-12)).astype(np.float32)
+    out = np.empty(n, dtype=np.float32)
+    # a block of frames at a time: a whole film's running sum in float64 would take GBs
+    for f0 in range(0, n, MEL_BLOCK_FRAMES):
+        f1 = min(n, f0 + MEL_BLOCK_FRAMES)
+        lo, hi = f0 * hop - win // 2, (f1 - 1) * hop + win - win // 2
+        piece = np.zeros(hi - lo)
+        a, b = max(lo, 0), min(hi, audio.size)
+        if b > a:
+            piece[a - lo : b - lo] = audio[a:b]
+        power = np.concatenate([[0.0], np.cumsum(piece**2)])
+        starts = np.arange(f1 - f0) * hop
+        energy = (power[starts + win] - power[starts]) / win
+        out[f0:f1] = 10 * np.log10(energy + 1e-12)
+    return out
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

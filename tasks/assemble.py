@@ -3,6 +3,7 @@ source loudness, and write the dub track and its subtitles."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,8 @@ import soundfile as sf
 from prefect import task
 
 from audio.fit import FitResult, fit_clip_to_slot, place_clips
-from audio.mix import PCM_CEILING_DBTP, MixResult, integrated_loudness, render_mix
+from audio.mix import PCM_CEILING_DBTP, MixResult, render_mix
+from audio.stream_mix import BackgroundReader, MixSummary, PlacedClip, PlacedDub, file_loudness, stream_mix
 from core.files import (
     atomic_path,
     content_key,
@@ -24,7 +26,7 @@ from core.files import (
 )
 from core.languages import get_language
 from core.progress import stage_logger
-from tasks.media import STAGE, encode_audio
+from tasks.media import ENCODERS, STAGE, require_tool, run_ffmpeg
 from tasks.synthesize import ClipRecord
 from tasks.translate import TranslatedLine
 from text.subtitles import cues_for_track, write_srt, write_vtt
@@ -116,6 +118,174 @@ def assemble_track(
     return mix, timings
 
 
+class StreamEncoder:
+    """ffmpeg encoding float32 chunks (frames x channels) fed through its stdin into a Matroska audio
+    file, written atomically (tasks.media.encode_audio's settings; a mono feed with 2 output channels
+    becomes identical L/R at full level)."""
+
+    def __init__(self, rate: int, in_channels: int, out_channels: int, codec: str, tmp: Path) -> None:
+        import subprocess
+
+        upmix = ["-af", "pan=stereo|c0=c0|c1=c0"] if (in_channels, out_channels) == (1, 2) else []
+        cmd = [
+            require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "f32le", "-ar", str(rate), "-ac", str(in_channels), "-i", "pipe:0",
+            *upmix, "-ac", str(out_channels), *ENCODERS[codec], "-f", "matroska", str(tmp),
+        ]  # fmt: skip
+        self.name = tmp.name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.broken = False
+
+    def write(self, chunk: np.ndarray) -> None:
+        assert self.proc.stdin is not None
+        if not self.broken:
+            try:
+                self.proc.stdin.write(np.ascontiguousarray(chunk, dtype="<f4").tobytes())
+            except BrokenPipeError:
+                self.broken = True  # ffmpeg ended early: its exit status says why, in close()
+
+    def close(self) -> None:
+        from core.errors import UpstreamError
+
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        err = self.proc.stderr.read().decode(errors="replace")
+        if self.proc.wait() != 0:
+            last = (err.strip().splitlines() or ["no message"])[-1]
+            raise UpstreamError(f"ffmpeg failed to encode {self.name}: {last}", code="ffmpeg")
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class TrackWriter:
+    """Where the mixed chunks go: the encoder (opened on the first chunk, whose channel count the mix
+    decides after its first pass) and the --split-outputs stem, each inside the caller's ExitStack (an
+    error kills ffmpeg and drops the half-written files)."""
+
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        rate: int,
+        channels: int,
+        codec: str,
+        tmp_out: Path,
+        stem_wav: Path | None,
+    ) -> None:
+        self.stack, self.rate, self.channels, self.codec = stack, rate, channels, codec
+        self.tmp_out, self.stem_wav = tmp_out, stem_wav
+        self.encoder: StreamEncoder | None = None
+        self.stem: sf.SoundFile | None = None
+
+    def _open(self, in_channels: int) -> StreamEncoder:
+        encoder = StreamEncoder(self.rate, in_channels, self.channels, self.codec, self.tmp_out)
+        self.stack.callback(lambda: encoder.abort() if encoder.proc.poll() is None else None)
+        if self.stem_wav is not None:
+            tmp_stem = self.stack.enter_context(atomic_path(self.stem_wav))
+            self.stem = self.stack.enter_context(
+                sf.SoundFile(str(tmp_stem), "w", self.rate, self.channels, "PCM_24", format="WAV")
+            )
+        return encoder
+
+    def write(self, chunk: np.ndarray) -> None:
+        if self.encoder is None:
+            self.encoder = self._open(chunk.shape[1])
+        self.encoder.write(chunk)
+        if self.stem is not None:
+            self.stem.write(
+                chunk if chunk.shape[1] == self.channels else np.repeat(chunk, self.channels, axis=1)
+            )
+
+    def finish(self) -> None:
+        if self.encoder is None:  # a zero-length track: nothing was fed
+            self.encoder = self._open(1)
+        self.encoder.close()
+        if self.stem is not None:
+            self.stem.close()
+
+
+def fit_to_files(
+    lines: list[TranslatedLine], clips: list[ClipRecord], max_speedup: float, out_dir: Path
+) -> list[FittedClip]:
+    """Fit every clip to its slot into `out_dir` (when no per-line task fitted them): one clip in memory
+    at a time."""
+    from tasks.line import FittedClip
+
+    fitted = []
+    for n, (line, clip) in enumerate(zip(lines, clips, strict=True)):
+        audio, clip_rate = sf.read(clip.path, dtype="float32")
+        if audio.ndim > 1:
+            audio = audio.mean(axis=1)
+        fit = fit_clip_to_slot(audio, clip_rate, line.start, line.slot_end, max_speedup)
+        path = out_dir / f"fit-{n:05d}.wav"
+        sf.write(str(path), fit.audio, clip_rate, subtype="FLOAT")
+        fitted.append(FittedClip(str(path), clip_rate, fit.speed, fit.truncated_s, fit.source_duration))
+    return fitted
+
+
+def background_at_rate(background_wav: Path, rate: int, scratch: Path) -> Path:
+    """The stem at the track's rate: itself (separation writes stems at the source's rate), or a copy
+    resampled by ffmpeg (streamed, never in memory)."""
+    if sf.info(str(background_wav)).samplerate == rate:
+        return background_wav
+    out = scratch / "background.wav"
+    run_ffmpeg(
+        ["-i", str(background_wav), "-af", "aresample=resampler=soxr", "-ar", str(rate), "-c:a", "pcm_f32le",
+         "-rf64", "auto", str(out)],
+        "resample the background stem",
+    )  # fmt: skip
+    return out
+
+
+def stream_track(
+    lines: list[TranslatedLine],
+    fitted: list[FittedClip],
+    background_wav: Path | None,
+    rate: int,
+    channels: int,
+    total_samples: int,
+    target_lufs: float,
+    duck_db: float,
+    audio_codec: str,
+    audio_out: Path,
+    stem_wav: Path | None,
+    scratch: Path,
+) -> tuple[MixSummary, list[LineTiming]]:
+    """Place, mix and encode a track chunk by chunk (audio.stream_mix): memory does not grow with the
+    video's length. The encoded track (and the stem) are written atomically."""
+    dub = PlacedDub(
+        [PlacedClip(f.path, ln.start) for f, ln in zip(fitted, lines, strict=True)], rate, total_samples
+    )
+    timings = [
+        LineTiming(
+            index=line.index,
+            start=round(line.start, 3),
+            slot_end=round(line.slot_end, 3),
+            clip_s=round(f.source_duration, 3),
+            placed_s=round(dub.placed_seconds(n), 3),
+            speed=round(f.speed, 3),
+            truncated_s=round(f.truncated_s, 3),
+        )
+        for n, (line, f) in enumerate(zip(lines, fitted, strict=True))
+    ]
+    background = None
+    if background_wav is not None:
+        background = BackgroundReader(background_at_rate(background_wav, rate, scratch), total_samples)
+    with contextlib.ExitStack() as stack:
+        if background is not None:
+            stack.callback(background.close)
+        tmp_out = stack.enter_context(atomic_path(audio_out))
+        writer = TrackWriter(stack, rate, channels, audio_codec, tmp_out, stem_wav)
+        mix = stream_mix(
+            dub, background, rate, channels, target_lufs, writer.write, ceiling_dbtp=PCM_CEILING_DBTP,
+            duck_db=duck_db,
+        )  # fmt: skip
+        writer.finish()
+    return mix, timings
+
+
 def line_key_fields(line: TranslatedLine) -> dict[str, object]:
     """What of a line the placed track depends on besides its clip (whose key covers speaker and voice):
     the assembly key of a one-voice job stays what it was before lines carried them."""
@@ -166,20 +336,16 @@ def assemble(
         stage_logger().info("assembled lang=%s cached=true", lang_code)
         return TrackResult(**{**cached, "timings": [LineTiming(**t) for t in cached["timings"]]})
     invalidate(audio_out)
+    import tempfile
+
     total = int(round(duration * rate))
-    background = None
-    if background_wav is not None:
-        background, bg_rate = read_audio(background_wav)
-        background = resample(background, bg_rate, rate)[:total]
-        background = np.pad(background, ((0, total - background.shape[0]), (0, 0)))
-    mix, timings = assemble_track(
-        lines, clips, background, rate, channels, total, target_lufs, max_speedup, duck_db, fitted
-    )
-    encode_audio(mix.audio, rate, audio_out, audio_codec, channels=mix.channels)
-    if stem_wav is not None:  # --split-outputs: the dub track as a 24-bit WAV stem
-        stem = mix.audio if mix.audio.shape[1] == mix.channels else np.repeat(mix.audio, mix.channels, axis=1)
-        with atomic_path(stem_wav) as tmp:
-            sf.write(str(tmp), stem, rate, subtype="PCM_24")
+    with tempfile.TemporaryDirectory(prefix=".assemble-", dir=audio_out.parent) as scratch:
+        if fitted is None:
+            fitted = fit_to_files(lines, clips, max_speedup, Path(scratch))
+        mix, timings = stream_track(
+            lines, fitted, background_wav, rate, channels, total, target_lufs, duck_db, audio_codec,
+            audio_out, stem_wav, Path(scratch),
+        )  # fmt: skip
     cues = cues_for_track(
         [(t.start, t.start + t.placed_s, ln.text) for t, ln in zip(timings, lines, strict=True)],
         duration,
@@ -210,7 +376,6 @@ def assemble(
 
 @task(name="measure-loudness", **STAGE)
 def measure_source_loudness(audio_wav: Path) -> float:
-    audio, rate = read_audio(audio_wav)
-    lufs = integrated_loudness(audio, rate)
+    lufs = file_loudness(audio_wav)  # chunk by chunk: flat memory whatever the length
     stage_logger().info("source loudness lufs=%.1f", lufs)
     return lufs

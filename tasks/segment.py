@@ -186,8 +186,13 @@ def frame_db(audio: np.ndarray, rate: int) -> np.ndarray:
     if audio.size < frame:
         return np.full(1, -120.0)
     n = 1 + (audio.size - frame) // hop
-    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
-    rms = np.sqrt(np.mean(audio[idx] ** 2, axis=1) + 1e-12)
+    # a block of frames at a time: the gathered frames of a whole film would take GBs (2 h: 2.7 GB)
+    rms = np.empty(n, dtype=np.result_type(audio.dtype, np.float32))
+    block = 8192
+    idx = np.arange(frame)[None, :] + hop * np.arange(block)[:, None]
+    for first in range(0, n, block):
+        rows = min(block, n - first)
+        rms[first : first + rows] = np.sqrt(np.mean(audio[idx[:rows] + first * hop] ** 2, axis=1) + 1e-12)
     return 20 * np.log10(rms + 1e-12)
 
 
@@ -357,8 +362,11 @@ def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    audio, src = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
+    with sf.SoundFile(str(path)) as f:  # block by block: no second full-length copy for the downmix
+        src = int(f.samplerate)
+        mono = np.empty(int(f.frames), dtype=np.float32)
+        for at in range(0, mono.size, 1 << 20):
+            mono[at : at + (1 << 20)] = f.read(1 << 20, dtype="float32", always_2d=True).mean(axis=1)
     g = gcd(src, rate)
     return resample_poly(mono, rate // g, src // g).astype(np.float32) if src != rate else mono
 

@@ -45,6 +45,7 @@ MARGIN_S = 0.25  # audio kept around each placed span (fades, recogniser context
 MAX_GAP_S = 1.0  # longer gaps between spans are shortened to this much silence before recognition
 CER_LANGUAGES = frozenset({"ja", "zh", "ko"})
 BEAM_SIZE = 5  # as in the transcription stage; greedy decoding was ~30 % faster but misheard more
+GROUP_S = 300.0  # seconds of compacted audio recognised per call (bounded memory; see span_groups)
 LOGGED_FLAGS = 20  # flagged lines listed (index:rate) in the summary log line
 
 
@@ -166,11 +167,15 @@ def require_model_for(asr_model: str, language_code: str, model: Any = None) -> 
 # -- audio -----------------------------------------------------------------------------------------------
 
 
-def decode_mono(audio_file: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
-    """The whole track as float32 mono at `rate` (ffmpeg decodes any codec the dub was encoded with)."""
+def decode_mono(
+    audio_file: Path, rate: int = ANALYSIS_RATE, start: float = 0.0, end: float | None = None
+) -> np.ndarray:
+    """The track (or its seconds [start, end)) as float32 mono at `rate` (ffmpeg decodes any codec the
+    dub was encoded with, and seeks to `start` sample-accurately)."""
+    span = (["-ss", f"{start:.6f}"] if start > 0 else []) + (["-t", f"{end - start:.6f}"] if end else [])
     cmd = [
         require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(audio_file), "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1",
+        *span, "-i", str(audio_file), "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
@@ -225,6 +230,24 @@ def compact(
     if not parts:
         return np.zeros(0, np.float32), []
     return np.concatenate(parts).astype(np.float32, copy=False), placed
+
+
+def span_groups(spans: list[Span], limit_s: float | None = None) -> list[list[Span]]:
+    """Consecutive spans in groups whose compacted audio (spans plus gaps of at most MAX_GAP_S) stays
+    within `limit_s` (a single longer span is a group of its own)."""
+    limit = GROUP_S if limit_s is None else limit_s
+    groups: list[list[Span]] = []
+    length = 0.0
+    for span in spans:
+        size = span.hi - span.lo
+        gap = 0.0 if not groups or not groups[-1] else min(MAX_GAP_S, span.lo - groups[-1][-1].hi)
+        if groups and groups[-1] and length + gap + size <= limit:
+            groups[-1].append(span)
+            length += gap + size
+        else:
+            groups.append([span])
+            length = size
+    return groups
 
 
 def assign_words(words: list[tuple[float, float, str]], spans: list[Span]) -> dict[int, str]:
@@ -291,10 +314,15 @@ def verify_track(
     if missing:
         raise ValueError(f"verify: timings for lines with no text: {missing[:10]}")
 
-    audio = decode_mono(Path(audio_file), ANALYSIS_RATE)
-    spans = line_spans(timings, audio.size / ANALYSIS_RATE)
-    signal, placed = compact(audio, ANALYSIS_RATE, spans)
-    heard = assign_words(_recognise(model, signal, language, progress), placed)
+    heard: dict[int, str] = {}
+    # groups of lines of at most GROUP_S of audio, each decoded and recognised on its own: memory is
+    # bounded by a group whatever the track's length, and no line is split between groups
+    for group in span_groups(line_spans(timings, float("inf"))):
+        lo, hi = group[0].lo, group[-1].hi
+        audio = decode_mono(Path(audio_file), ANALYSIS_RATE, lo, hi)
+        local = [Span(s.index, s.lo - lo, min(s.hi - lo, audio.size / ANALYSIS_RATE)) for s in group]
+        signal, placed = compact(audio, ANALYSIS_RATE, [s for s in local if s.hi > s.lo])
+        heard.update(assign_words(_recognise(model, signal, language, progress), placed))
 
     checks = []
     for t in timings:

@@ -183,3 +183,21 @@ def test_task_writes_json_and_logs_figures_only(
     # unchanged inputs: the saved result is reused without recognising again
     monkeypatch.setattr("tasks.verify.verify_track", lambda *a, **k: pytest.fail("not cached"))
     assert verify.fn("en", audio_file, lines, timings, str(tiny_en_model), out) == result
+
+
+def test_lines_are_recognised_in_bounded_groups(
+    dub, tiny_en_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups of a few seconds (each decoded and recognised on its own, as a film's are of 5 minutes):
+    every line still scores against its own words."""
+    from tasks.verify import line_spans, span_groups
+
+    audio_file, lines, timings = dub
+    monkeypatch.setattr("tasks.verify.GROUP_S", 6.0)
+    assert len(span_groups(line_spans(timings, float("inf")))) >= 2
+    result = verify_track(audio_file, lines, timings, "en", str(tiny_en_model))
+    for check, sentence in zip(result.lines, SENTENCES, strict=True):
+        # a line that opens a group is heard with no audio before it: tiny.en may mishear its first
+        # word, but nothing of a neighbour's reaches it and its own end is there
+        last = sentence.split()[-1].strip(".").casefold()
+        assert check.wer < 0.5 and last in check.heard.casefold(), (check.index, check.wer, check.heard)
