@@ -90,10 +90,10 @@ class _RunWatcher(logging.Handler):
 
     def __init__(self, run: RedubRun, lock: threading.Lock) -> None:
         super().__init__(logging.INFO)
-        self.run, self.lock = run, lock
+        self.run, self.state_lock = run, lock  # not `lock`: logging.Handler's own
 
     def emit(self, record: logging.LogRecord) -> None:
-        with self.lock:
+        with self.state_lock:
             flow_run_id = getattr(record, "flow_run_id", None)
             if flow_run_id and not self.run.flow_run_id:
                 self.run.flow_run_id = str(flow_run_id)
