@@ -385,7 +385,9 @@ class StudioJob:
                 item[key] = value
         for m in (n - 1, n):  # the pause after the line before and after this one
             if 0 <= m < len(items) - 1:
-                items[m]["pause_after"] = max(0.0, round(float(items[m + 1]["start"]) - float(items[m]["end"]), 3))
+                items[m]["pause_after"] = max(
+                    0.0, round(float(items[m + 1]["start"]) - float(items[m]["end"]), 3)
+                )
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             try:

@@ -52,7 +52,8 @@ def preview_video(job: StudioJob, track: str) -> Path:
         return out
     with atomic_path(out) as tmp:
         cmd = [
-            "ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(final), "-map", "0:v:0", "-map", f"0:a:{number}",
+            "ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(final),
+            "-map", "0:v:0", "-map", f"0:a:{number}",
             "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(tmp),
         ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, check=False)
@@ -100,7 +101,9 @@ def waveform(job: StudioJob) -> dict[str, Any]:
         info = sf.info(str(source))
         hop = max(1, info.samplerate // WAVEFORM_RATE)
         peaks: list[np.ndarray] = []
-        for block in sf.blocks(str(source), blocksize=hop * WAVEFORM_RATE * 60, dtype="float32", always_2d=True):
+        for block in sf.blocks(
+            str(source), blocksize=hop * WAVEFORM_RATE * 60, dtype="float32", always_2d=True
+        ):
             mono = np.abs(block).max(axis=1)
             n = len(mono) // hop * hop
             if n:

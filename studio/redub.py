@@ -57,11 +57,13 @@ def estimate(job: StudioJob) -> dict[str, Any]:
         if CLONE_EVERY_LINE not in config.clone_speakers and config.voice_design is None:
             # the cast a run would decide from cast.json (no audio is measured: earlier picks are kept)
             config = decide_cast(config, lines, {}, read_cast(job.root / "cast.json")).apply(config)
-        estimates = [estimate_language(lines, source, get_language(code), config, clone) for code in config.langs]
+        estimates = [
+            estimate_language(lines, source, get_language(code), config, clone) for code in config.langs
+        ]
     except DubError as exc:
         raise StudioError(f"cannot estimate: {exc}", 422) from None
     review = job.review()
-    changed = {code: len(review["changed"].get(code, [])) for code in config.langs}
+    changed: dict[str, int] = {str(code): len(review["changed"].get(code, [])) for code in config.langs}
     total = sum(e.cost for e in estimates)
     return {
         "languages": [{**asdict(e), "changed_lines": changed.get(e.language, 0)} for e in estimates],
@@ -133,7 +135,9 @@ class Redubber:
                 raise StudioError(holder["message"], 423)
             config = redub_config(self.job)
             self.run = RedubRun(state="running", started=time.time(), message="starting the flow run")
-            self._thread = threading.Thread(target=self._work, args=(config,), name="studio-redub", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, args=(config,), name="studio-redub", daemon=True
+            )
             self._thread.start()
             return asdict(self.run)
 

@@ -23,7 +23,6 @@ import json
 import logging
 import mimetypes
 import re
-from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -71,7 +70,9 @@ def is_loopback(host: str) -> bool:
 class StudioServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, job_root: Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, job_root: Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError("a studio reachable from other machines needs a token")
         self.job = StudioJob(job_root)
@@ -82,8 +83,8 @@ class StudioServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = host if ":" not in str(host) else f"[{host}]"
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = host if ":" not in host else f"[{host}]"
         return f"http://{shown}:{port}/"
 
     def allowed_hosts(self) -> set[str]:
@@ -109,7 +110,9 @@ class StudioHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         log.info("studio %s %s %s", self.command, path[:200], code)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -127,10 +130,11 @@ class StudioHandler(BaseHTTPRequestHandler):
 
     def send_not_found_page(self) -> None:
         body = (
-            "<!doctype html><html lang=en><meta charset=utf-8><title>Not found - qwen-dub studio</title>"
-            "<main><h1>Not found</h1><p role=alert>This studio serves its own page and the media of its job "
-            "only; there is nothing at this address.</p><p><a href=/>Back to the studio</a></p></main></html>"
-        ).encode()
+            b"<!doctype html><html lang=en><meta charset=utf-8><title>Not found - qwen-dub studio</title>"
+            b"<main><h1>Not found</h1><p role=alert>This studio serves its own page and the media of "
+            b"its job "
+            b"only; there is nothing at this address.</p><p><a href=/>Back to the studio</a></p></main></html>"
+        )
         self._send(404, body, "text/html; charset=utf-8")
 
     def authorised(self) -> bool:
@@ -159,12 +163,16 @@ class StudioHandler(BaseHTTPRequestHandler):
             return False
         if given and hmac.compare_digest(given.encode(), token.encode()):
             return True
-        self.send_error_json(401, "this studio needs its token: open the address it printed (with ?token=...)")
+        self.send_error_json(
+            401, "this studio needs its token: open the address it printed (with ?token=...)"
+        )
         return False
 
     def read_body(self) -> dict[str, Any]:
         if (self.headers.get("X-Studio") or "") != "1":
-            raise StudioError("changes are accepted from the studio's page only (missing X-Studio header)", 403)
+            raise StudioError(
+                "changes are accepted from the studio's page only (missing X-Studio header)", 403
+            )
         origin = self.headers.get("Origin")
         if origin and urlsplit(origin).netloc.lower() not in self.server.allowed_hosts():
             raise StudioError("changes are accepted from the studio's own page only", 403)

@@ -24,7 +24,9 @@ def plan_from_truth(truth: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def dub_job(video: Path, plan: Path, out: Path, cache: Path, langs: list[str] = LANGS, **options: Any) -> Path:
+def dub_job(
+    video: Path, plan: Path, out: Path, cache: Path, langs: list[str] = LANGS, **options: Any
+) -> Path:
     """Dub `video` with the given plan through the real flow (the loopback DashScope must be reachable
     through the environment); returns the job folder."""
     from core.config import build_config

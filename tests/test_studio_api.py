@@ -167,7 +167,11 @@ def test_a_job_held_by_another_run_is_locked(job: Path) -> None:
 
     before = snapshot(job)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(job)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(job)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -193,7 +197,8 @@ def test_nothing_outside_the_job_folder_is_served(job: Path, tmp_path: Path) -> 
     with studio(job) as server:
         for path in (
             "static/../../secret.txt", "static/..%2f..%2fsecret.txt", "static/%2e%2e/%2e%2e/secret.txt",
-            "media/video/..%2f..%2fsecret.txt", "media/captions/../../../secret.txt", "media/video/ja.mp4/../x",
+            "media/video/..%2f..%2fsecret.txt", "media/captions/../../../secret.txt",
+            "media/video/ja.mp4/../x",
             "segments.json", "work/config.json", "api/../secret.txt", f"static/{secret}",
         ):  # fmt: skip
             status, answer, _ = call(server.url + path)
@@ -222,7 +227,9 @@ def test_writes_need_the_page_and_elsewhere_a_token(job: Path) -> None:
         status, answer, _ = call(server.url + "api/status")
         assert status == 401 and "token" in answer["error"]
         status, _, headers = call(server.url + f"?token={token}")
-        assert status == 303 and headers["Location"] == "/" and f"studio_token={token}" in headers["Set-Cookie"]
+        assert (
+            status == 303 and headers["Location"] == "/" and f"studio_token={token}" in headers["Set-Cookie"]
+        )
         assert call(server.url + "api/status", headers={"Cookie": f"studio_token={token}"})[0] == 200
         assert call(server.url + "api/status", headers={"Authorization": f"Bearer {token}"})[0] == 200
         assert call(server.url + "api/status", headers={"Authorization": "Bearer wrong"})[0] == 401
@@ -244,7 +251,11 @@ def test_logs_hold_no_script_text_and_no_token(job: Path, caplog: pytest.LogCapt
 def test_estimate_counts_exactly_the_changed_lines(job: Path) -> None:
     from models.billing import billed_characters
 
-    new = {"ja": "港の朝は静かです。", "en": "The harbour is quiet in the morning.", "ko": "항구의 아침은 조용합니다."}
+    new = {
+        "ja": "港の朝は静かです。",
+        "en": "The harbour is quiet in the morning.",
+        "ko": "항구의 아침은 조용합니다.",
+    }
     with studio(job) as server:
         status, before, _ = call(server.url + "api/estimate")
         assert status == 200 and before["lines_to_synthesize"] == 0 and before["cost"] == 0

@@ -78,7 +78,10 @@ def test_the_page_shows_every_line_of_every_language(browser: Any, job: Path) ->
                 ln["index"] for ln in plan
             ]
         assert page.locator("#lines tbody tr").count() == len(plan)
-        assert page.locator("#tracks input").evaluate_all("rs => rs.map(r => r.value)") == ["original", *LANGS]
+        assert page.locator("#tracks input").evaluate_all("rs => rs.map(r => r.value)") == [
+            "original",
+            *LANGS,
+        ]
         assert page.locator("#player track[kind=captions]").count() == 1
         assert page.js_errors == []
         page.context.close()
@@ -98,7 +101,9 @@ def test_clicking_a_block_plays_that_lines_time_range(browser: Any, job: Path) -
         end = player(page, "currentTime")
         assert player(page, "dataset.track") == "ko"
         assert float(player(page, "dataset.rangeStart")) == line["start"]
-        assert float(player(page, "dataset.rangeEnd")) == pytest.approx(following["start"], abs=1e-3)  # its slot
+        assert float(player(page, "dataset.rangeEnd")) == pytest.approx(
+            following["start"], abs=1e-3
+        )  # its slot
         assert min(seen) >= line["start"] - 0.05
         assert following["start"] - 0.05 <= end <= following["start"] + 0.3  # stopped at the slot's end
         page.context.close()
@@ -126,7 +131,9 @@ def test_every_action_works_from_the_keyboard(browser: Any, job: Path) -> None:
         assert "Line 0 translation (Japanese)" in reached and reached[-1] == "Approve line 0 (Japanese)"
         page.keyboard.press("Space")
         page.wait_for_function("() => document.getElementById('row-0').dataset.state === 'approved'")
-        outline = page.evaluate("() => getComputedStyle(document.activeElement, ':focus-visible').outlineStyle")
+        outline = page.evaluate(
+            "() => getComputedStyle(document.activeElement, ':focus-visible').outlineStyle"
+        )
         assert outline != "none"
         page.context.close()
     review = json.loads((job / "review.json").read_text())
@@ -171,7 +178,8 @@ def test_editing_and_redubbing_changes_only_that_lines_slot(
         assert [r[1:3] for r in rows] == [["1", "1"]] * len(LANGS)  # changed, to synthesise
         page.click("#redub")
         page.wait_for_function(
-            "() => document.getElementById('status').textContent.startsWith('Re-dub finished')", timeout=180_000
+            "() => document.getElementById('status').textContent.startsWith('Re-dub finished')",
+            timeout=180_000,
         )
         assert page.locator(f'.block[data-lang="ja"][data-index="{index}"]').get_attribute("class").endswith(
             "state-fine"
@@ -200,7 +208,9 @@ def test_editing_and_redubbing_changes_only_that_lines_slot(
         assert abs(20 * np.log10(gain)) < 0.5 and residual < -30, (lang, gain, residual)
         assert inside > -10, (lang, inside)  # inside it: a different line
     with capsys.disabled():
-        print(f"\nstudio re-dub (lang, gain dB outside, residual dB outside, difference dB inside): {figures}")
+        print(
+            f"\nstudio re-dub (lang, gain dB outside, residual dB outside, difference dB inside): {figures}"
+        )
 
 
 def test_axe_finds_no_serious_or_critical_violation(browser: Any, job: Path) -> None:
@@ -214,7 +224,9 @@ def test_axe_finds_no_serious_or_critical_violation(browser: Any, job: Path) -> 
         page.locator('.block[data-lang="en"][data-index="1"]').click()
         page.select_option("#table-lang", "ko")
         page.check("#only-problems")
-        views["estimate, playing, filtered"] = page.evaluate("async () => (await axe.run(document)).violations")
+        views["estimate, playing, filtered"] = page.evaluate(
+            "async () => (await axe.run(document)).violations"
+        )
         page.context.close()
     bad = {
         view: [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in found]
@@ -237,7 +249,10 @@ def test_bad_input_shows_its_reason_in_the_page(browser: Any, job: Path, tmp_pat
     (job / "lines.ko.json").write_text('{"lines": [')
     with studio(job) as server:
         page = open_page(browser, server.url)
-        assert page.text_content("#alert") == "lines.ko.json is not valid (fix it or delete it to translate again)"
+        assert (
+            page.text_content("#alert")
+            == "lines.ko.json is not valid (fix it or delete it to translate again)"
+        )
         page.goto(server.url + "media/video/..%2F..%2F..%2Fetc%2Fpasswd")
         assert "no such address in this studio" in page.text_content("body")
         response = page.goto(server.url + "static/..%2F..%2Fsecrets")
@@ -253,13 +268,19 @@ def test_bad_input_shows_its_reason_in_the_page(browser: Any, job: Path, tmp_pat
         "with job_lock(Path(sys.argv[1]), 'dub'):\n    print('held', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(job)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", hold, str(job)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with studio(job) as server:
             page = open_page(browser, server.url)
-            assert page.text_content("#alert").startswith("Locked: job job is being worked on by another run (dub")
+            assert page.text_content("#alert").startswith(
+                "Locked: job job is being worked on by another run (dub"
+            )
             page.context.close()
     finally:
         holder.communicate("", timeout=30)
