@@ -132,8 +132,8 @@ class StudioHandler(BaseHTTPRequestHandler):
         body = (
             b"<!doctype html><html lang=en><meta charset=utf-8><title>Not found - qwen-dub studio</title>"
             b"<main><h1>Not found</h1><p role=alert>This studio serves its own page and the media of "
-            b"its job "
-            b"only; there is nothing at this address.</p><p><a href=/>Back to the studio</a></p></main></html>"
+            b"its job only; there is nothing at this address.</p>"
+            b"<p><a href=/>Back to the studio</a></p></main></html>"
         )
         self._send(404, body, "text/html; charset=utf-8")
 
