@@ -77,6 +77,11 @@ class JobPaths:
         return self.root / f"{self.name}.{lang}.{self.container}"
 
     @property
+    def run_config(self) -> Path:
+        """The options of the job's last run (DubConfig as JSON): what the studio re-dubs with."""
+        return self.work / "config.json"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.json"
 

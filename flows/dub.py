@@ -40,7 +40,10 @@ def dub(config: DubConfig) -> DubResult:
         config = preflight(config)  # a deployment run's config arrives as JSON: validated here
     except DubError as exc:  # the run's state message is the one line; a caller still gets `exc`
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
-    return run_job(config)
+    from core.job_lock import job_lock
+
+    with job_lock(config.out_dir, "dub"):  # one run per job folder; the studio edits only between runs
+        return run_job(config)
 
 
 if __name__ == "__main__":  # python -m flows.dub: the job prepared at the top, run with this module's flow

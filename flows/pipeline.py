@@ -238,12 +238,23 @@ class LanguagePipeline:
         ).result()  # fmt: skip
 
 
+def config_record(config: DubConfig) -> dict[str, Any]:
+    """The job's options as JSON with absolute paths, so the studio can re-run it from anywhere."""
+    record = config.model_dump(mode="json")
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, Path):
+            record[name] = str(value.resolve())
+    return record
+
+
 def run_job(config: DubConfig) -> DubResult:
     """The whole job, inside the `dub` flow run, after its checks."""
     job = JobPaths(config.out_dir, config.name, config.container)
     clock = StageClock()
     tag_flow_run([f"lang:{code}" for code in config.langs])
     clone = CloneSession.open(config)  # before any model or API call (consent; deployments skip the CLI)
+    write_json_atomic(job.run_config, config_record(config))  # what the review studio re-dubs with
 
     with clock.stage("probe"):
         info, video_digest = probe(config.video)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system programs the pipeline shells out to, only when one is missing:
 #   ffmpeg/ffprobe (decode, mix, remux), sox (qwen-tts warns without it), rubberband (time-stretch),
-#   espeak-ng (only media_samples/make_sample.py uses it, to regenerate the sample narration).
+#   espeak-ng (only media_samples/make_sample.py uses it, to regenerate the sample narration),
+#   chromium (the studio's browser tests drive it with Playwright; `playwright install` is not needed).
 # Debian/Ubuntu (apt-get) is automated; elsewhere the script names what to install and fails.
 set -euo pipefail
 
-declare -A PACKAGE_FOR=([ffmpeg]=ffmpeg [ffprobe]=ffmpeg [sox]=sox [rubberband]=rubberband-cli [espeak-ng]=espeak-ng)
+declare -A PACKAGE_FOR=([ffmpeg]=ffmpeg [ffprobe]=ffmpeg [sox]=sox [rubberband]=rubberband-cli [espeak-ng]=espeak-ng
+  [chromium]=chromium)
 missing=()
 for program in "${!PACKAGE_FOR[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${PACKAGE_FOR[$program]}")

@@ -19,7 +19,7 @@ from models.registry import tts_engine
 from tasks.media import STAGE
 from tasks.segment import Line
 from tasks.synthesize import job_voices
-from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for
+from tasks.translate import TranslationCache, cached_translations, glossary_of, translator_for, user_edits
 from text.glossary import terms_for
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def estimate_language(
     if translator is not None:
         terms = terms_for(glossary_of(config), target.code)
         texts = cached_translations(lines, source, target, translator, mt_cache, terms)
+    edits = user_edits(config.out_dir / f"lines.{target.code}.json", lines)  # the run keeps these as typed
+    texts = [edits.get(line.index, text) for line, text in zip(lines, texts, strict=True)]
     for line, text in zip(lines, texts, strict=True):
         if text is not None and clips.get(voices.key_for(line, target.code, text)) is not None:
             continue

@@ -97,6 +97,15 @@ def build_report(
     }
 
 
+def studio_command(report: dict[str, Any]) -> str:
+    """The command that opens the review studio on this job (flows/studio.py)."""
+    import shlex
+
+    segments = report.get("outputs", {}).get("segments")
+    folder = Path(segments).resolve().parent if segments else Path("out") / Path(report["job"]["video"]).stem
+    return f"python -m flows.studio {shlex.quote(str(folder))}"
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     rows = [
         "| language | lines | stretched | truncated | within cap | shortened | unkept | LUFS | true peak "
@@ -144,6 +153,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
             "lost a number, unit or name (listed as `unkept` in lines.<lang>.json, worth a look)",
             "",
             f"_{report['ai_disclosure']}_",
+            "",
+            f"Review it (every line, every track; edit and re-dub what changed): `{studio_command(report)}`",
         ]
     )
 
