@@ -61,7 +61,7 @@ def estimate_language(
     if translator is not None:
         terms = terms_for(glossary_of(config), target.code)
         texts = cached_translations(lines, source, target, translator, mt_cache, terms)
-    edits = user_edits(config.out_dir / f"lines.{target.code}.json", lines)  # the run keeps these as typed
+    edits, _ = user_edits(config.out_dir / f"lines.{target.code}.json", lines)  # the run keeps these as typed
     texts = [edits.get(line.index, text) for line, text in zip(lines, texts, strict=True)]
     for line, text in zip(lines, texts, strict=True):
         if text is not None and clips.get(voices.key_for(line, target.code, text)) is not None:

@@ -174,12 +174,16 @@ def test_command_options_stay_out_of_the_config() -> None:
 
 def test_console_script() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"qwen-dub": "flows.cli:main"}
+    assert scripts == {"qwen-dub": "flows.main:main"}
     script = Path(sys.executable).parent / "qwen-dub"
     if not script.exists():
         script = Path(shutil.which("qwen-dub") or script)
     assert script.exists(), "qwen-dub is not installed (make setup runs pip install --no-deps -e .)"
     proc = subprocess.run([str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: qwen-dub VERB"), proc.stderr
+    proc = subprocess.run(
+        [str(script), "dub", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: qwen-dub"), proc.stderr
     assert "--rpm N" in proc.stdout and "advanced job options" in proc.stdout
 
