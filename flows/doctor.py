@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from core.doctor import Check, DoctorOptions, run_checks
-from flows.models import add_model_arguments, settings_from
+from flows.model_weights import add_model_arguments, settings_from
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,12 +4,12 @@
     qwen-dub consent grant ...                       same as  python -m flows.consent ...
     qwen-dub cast add ...                            same as  python -m flows.cast ...
     qwen-dub doctor [--tts api|local] [--online]     same as  python -m flows.doctor ...
-    qwen-dub models pull [--tts local] [--to DIR]    same as  python -m flows.models ...
+    qwen-dub models pull [--tts local] [--to DIR]    same as  python -m flows.model_weights ...
     qwen-dub serve ...                               same as  python -m flows.serve ...
 
 Each verb is one row of VERBS (module, function, summary): the `python -m` entry points stay the source of
 truth and keep working. A verb whose module is absent from this install (e.g. `studio` before
-flows/studio.py exists) is left out of the table. A first argument that is no verb is taken as the video
+flows/review_studio.py exists) is left out of the table. A first argument that is no verb is taken as the video
 of a `dub` job, so `qwen-dub VIDEO --langs ...` (the form before verbs) still works.
 """
 
@@ -33,9 +33,9 @@ VERBS: dict[str, Verb] = {
     "consent": Verb("cloning.cli", "main", "record, list or revoke consent for voice cloning"),
     "cast": Verb("flows.cast", "main", "the cast registry: people and their voices"),
     "doctor": Verb("flows.doctor", "main", "check this machine for the chosen route, one line per check"),
-    "models": Verb("flows.models", "main", "fetch the model weights a configuration needs (models pull)"),
+    "models": Verb("flows.model_weights", "main", "fetch the model weights a configuration needs (models pull)"),
     "serve": Verb("flows.serve", "main", "serve the dub flow as a Prefect deployment"),
-    "studio": Verb("flows.studio", "main", "the web studio"),
+    "studio": Verb("flows.review_studio", "main", "the web studio"),
 }
 
 

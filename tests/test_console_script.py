@@ -23,7 +23,7 @@ def test_every_verb_points_at_an_entry_point() -> None:
         assert callable(entry), name
     assert set(available_verbs()) >= {"dub", "consent", "cast", "doctor", "models", "serve"}
     assert ("studio" in available_verbs()) == (ROOT / "flows" / "studio.py").is_file()
-    assert "studio" in VERBS  # a row of the table: present once flows/studio.py exists
+    assert "studio" in VERBS  # a row of the table: present once flows/review_studio.py exists
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_a_video_without_a_verb_is_a_dub_job() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["flows.dub", "flows.consent", "flows.cast", "flows.doctor", "flows.models"]
+    "module", ["flows.dub", "flows.consent", "flows.cast", "flows.doctor", "flows.model_weights"]
 )
 def test_python_m_entry_points_keep_working(module: str) -> None:
     proc = subprocess.run(

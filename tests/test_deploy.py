@@ -61,6 +61,26 @@ def harness_env(**extra: str) -> dict[str, str]:
 # -------------------------------------------------------------------------------------- prefect.yaml
 
 
+def test_the_entrypoint_loads_as_a_script_the_way_prefect_deploy_loads_it() -> None:
+    """`prefect deploy` and workers load flows/dub.py as a script, with flows/ first on sys.path: a module in
+    flows/ named like a top-level package (flows/models.py once did) hides that package, the import fails and
+    Prefect silently falls back to a placeholder flow whose UI form has no DubConfig fields."""
+    top_level = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    shadowing = sorted(m.stem for m in (ROOT / "flows").glob("*.py") if m.stem in top_level)
+    assert not shadowing, f"modules in flows/ that hide top-level packages: {shadowing}"
+    code = (
+        "from prefect.flows import load_flow_from_entrypoint\n"
+        "from prefect.utilities.callables import parameter_schema\n"
+        "flow = load_flow_from_entrypoint('flows/dub.py:dub', use_placeholder_flow=False)\n"
+        "print(sorted(parameter_schema(flow).model_dump()['definitions']['DubConfig']['properties']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'langs'" in proc.stdout and "'video'" in proc.stdout
+
+
 def test_prefect_yaml_reads_as_prefect_reads_it() -> None:
     """Offline: Prefect's own prefect.yaml model accepts the file, the entrypoint loads the `dub` flow, and
     every deployment's default parameters are a valid DubConfig."""

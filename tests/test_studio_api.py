@@ -127,7 +127,7 @@ def test_not_a_job_folder(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "notes.txt").write_text("not a job")
     done = subprocess.run(
-        [sys.executable, "-m", "flows.studio", str(folder), "--port", "0"],
+        [sys.executable, "-m", "flows.review_studio", str(folder), "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
