@@ -9,8 +9,8 @@
 
 Each verb is one row of VERBS (module, function, summary): the `python -m` entry points stay the source of
 truth and keep working. A verb whose module is absent from this install (e.g. `studio` before
-flows/review_studio.py exists) is left out of the table. A first argument that is no verb is taken as the video
-of a `dub` job, so `qwen-dub VIDEO --langs ...` (the form before verbs) still works.
+flows/review_studio.py exists) is left out of the table. A first argument that is no verb is taken as the
+video of a `dub` job, so `qwen-dub VIDEO --langs ...` (the form before verbs) still works.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ VERBS: dict[str, Verb] = {
     "consent": Verb("cloning.cli", "main", "record, list or revoke consent for voice cloning"),
     "cast": Verb("flows.cast", "main", "the cast registry: people and their voices"),
     "doctor": Verb("flows.doctor", "main", "check this machine for the chosen route, one line per check"),
-    "models": Verb("flows.model_weights", "main", "fetch the model weights a configuration needs (models pull)"),
+    "models": Verb("flows.model_weights", "main", "fetch the weights a configuration needs (models pull)"),
     "serve": Verb("flows.serve", "main", "serve the dub flow as a Prefect deployment"),
     "studio": Verb("flows.review_studio", "main", "the web studio"),
 }

@@ -1,5 +1,5 @@
-"""`qwen-dub models pull` (or `python -m flows.model_weights pull`): every weight a configuration needs, fetched
-before a job, into the hub cache or a folder to copy to an offline machine.
+"""`qwen-dub models pull` (or `python -m flows.model_weights pull`): every weight a configuration needs,
+fetched before a job, into the hub cache or a folder to copy to an offline machine.
 
     qwen-dub models pull                          # the API route's models: demucs + faster-whisper
     qwen-dub models pull --tts local --translator local --asr-model large-v3

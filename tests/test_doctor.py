@@ -185,7 +185,10 @@ def test_prefect_api_configured_or_temporary(health_server: str, monkeypatch: py
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert check_prefect().verdict == "FAIL"
     monkeypatch.delenv("PREFECT_API_URL")
-    result = check_prefect()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # not the suite's harness server
+        result = check_prefect()
     assert result.verdict == "ok" and "temporary local server" in result.detail
 
 

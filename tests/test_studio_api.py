@@ -92,7 +92,7 @@ def test_edits_go_to_the_files_the_command_line_reads(job: Path) -> None:
         status, view, _ = call(server.url + "api/lines/1", "PATCH", {"approved": {"ja": True}})
         assert status == 200
     _, lines = load_plan(job / "segments.json")
-    assert user_edits(job / "lines.ja.json", lines) == {1: "新しい 訳。"}  # what the next run keeps
+    assert user_edits(job / "lines.ja.json", lines) == ({1: "新しい 訳。"}, [])  # what the next run keeps
     assert lines[2].end == 10.2 and lines[2].voice == "Ethan"
     assert lines[2].pause_after == pytest.approx(lines[3].start - 10.2, abs=1e-3)
     ja = {r["index"]: r for r in view["languages"]["ja"]["lines"]}
