@@ -20,9 +20,9 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(PY) -m ruff check core text audio cloning flows tasks models tests bench media_samples scripts studio
-	$(PY) -m ruff format --check core text audio cloning flows tasks models tests bench media_samples scripts studio
-	$(PY) -m mypy core text audio cloning flows tasks models studio
+	$(PY) -m ruff check core text audio cloning flows tasks models tests bench media_samples scripts webstudio
+	$(PY) -m ruff format --check core text audio cloning flows tasks models tests bench media_samples scripts webstudio
+	$(PY) -m mypy core text audio cloning flows tasks models webstudio
 
 bench: setup
 	$(PY) -m bench.suite

@@ -9,7 +9,7 @@
 
 Each verb is one row of VERBS (module, function, summary): the `python -m` entry points stay the source of
 truth and keep working. A verb whose module is absent from this install (e.g. `studio` before
-flows/review_studio.py exists) is left out of the table. A first argument that is no verb is taken as the
+flows/studio.py exists) is left out of the table. A first argument that is no verb is taken as the
 video of a `dub` job, so `qwen-dub VIDEO --langs ...` (the form before verbs) still works.
 """
 
@@ -35,7 +35,7 @@ VERBS: dict[str, Verb] = {
     "doctor": Verb("flows.doctor", "main", "check this machine for the chosen route, one line per check"),
     "models": Verb("flows.model_weights", "main", "fetch the weights a configuration needs (models pull)"),
     "serve": Verb("flows.serve", "main", "serve the dub flow as a Prefect deployment"),
-    "studio": Verb("flows.review_studio", "main", "the web studio"),
+    "studio": Verb("flows.studio", "main", "the web studio"),
 }
 
 

@@ -98,12 +98,12 @@ def build_report(
 
 
 def studio_command(report: dict[str, Any]) -> str:
-    """The command that opens the review studio on this job (flows/review_studio.py)."""
+    """The command that opens the review studio on this job (flows/studio.py)."""
     import shlex
 
     segments = report.get("outputs", {}).get("segments")
     folder = Path(segments).resolve().parent if segments else Path("out") / Path(report["job"]["video"]).stem
-    return f"python -m flows.review_studio {shlex.quote(str(folder))}"
+    return f"python -m flows.studio {shlex.quote(str(folder))}"
 
 
 def summary_markdown(report: dict[str, Any]) -> str:

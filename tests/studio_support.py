@@ -42,7 +42,7 @@ def dub_job(
 
 @contextmanager
 def studio(job: Path, token: str | None = None, host: str = "127.0.0.1") -> Iterator[Any]:
-    from studio.server import StudioServer
+    from webstudio.server import StudioServer
 
     server = StudioServer(job, host, 0, token)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

@@ -22,8 +22,8 @@ def test_every_verb_points_at_an_entry_point() -> None:
         entry = getattr(importlib.import_module(verb.module), verb.function)
         assert callable(entry), name
     assert set(available_verbs()) >= {"dub", "consent", "cast", "doctor", "models", "serve"}
-    assert ("studio" in available_verbs()) == (ROOT / "flows" / "review_studio.py").is_file()
-    assert "studio" in VERBS  # a row of the table: present once flows/review_studio.py exists
+    assert ("studio" in available_verbs()) == (ROOT / "flows" / "studio.py").is_file()
+    assert "studio" in VERBS  # a row of the table: present once flows/studio.py exists
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["core", "text", "audio", "cloning", "models", "tasks", "flows", "studio"]
+PACKAGES = ["core", "text", "audio", "cloning", "models", "tasks", "flows", "webstudio"]
 NAMESPACE_PACKAGES = {"pyannote"}  # `pyannote.audio` and `pyannote.core` are different distributions
 # Declared without an import of their own, each for a reason the import graph cannot show.
 DECLARED_FOR_OTHERS = {

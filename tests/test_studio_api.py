@@ -127,7 +127,7 @@ def test_not_a_job_folder(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "notes.txt").write_text("not a job")
     done = subprocess.run(
-        [sys.executable, "-m", "flows.review_studio", str(folder), "--port", "0"],
+        [sys.executable, "-m", "flows.studio", str(folder), "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
@@ -209,7 +209,7 @@ def test_nothing_outside_the_job_folder_is_served(job: Path, tmp_path: Path) -> 
 
 
 def test_writes_need_the_page_and_elsewhere_a_token(job: Path) -> None:
-    from studio.server import StudioServer
+    from webstudio.server import StudioServer
 
     with studio(job) as server:
         status, answer, _ = call(server.url + "api/lines/0", "PATCH", {"end": 3.0}, {"X-Studio": ""})

@@ -1,8 +1,8 @@
 """The review studio: see the whole dub, hear any line, fix it, re-dub only what changed, in the browser.
 
-    python -m flows.review_studio out/<job> [--port N] [--host H --token T]
+    python -m flows.studio out/<job> [--port N] [--host H --token T]
 
-Serves one job folder on http://127.0.0.1:8765/ (studio/server.py); the JSON API is in the README.
+Serves one job folder on http://127.0.0.1:8765/ (webstudio/server.py); the JSON API is in the README.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_PORT = 8765
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m flows.review_studio",
+        prog="python -m flows.studio",
         description="Review a dub in the browser: the video with every track, a timeline of every line, "
         "edits, and re-dubbing of what changed.",
     )
@@ -43,13 +43,13 @@ def open_command(job_root: Path) -> str:
     """The command that opens the studio on a job (the run's summary artifact shows it)."""
     import shlex
 
-    return f"python -m flows.review_studio {shlex.quote(str(job_root))}"
+    return f"python -m flows.studio {shlex.quote(str(job_root))}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from studio.job import StudioError, StudioJob
-    from studio.server import StudioServer, is_loopback
+    from webstudio.job import StudioError, StudioJob
+    from webstudio.server import StudioServer, is_loopback
 
     try:
         StudioJob(args.job).check()

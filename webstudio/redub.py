@@ -19,7 +19,7 @@ from typing import Any
 from core.config import DubConfig
 from core.errors import DubError
 from core.job_lock import lock_holder
-from studio.job import StudioError, StudioJob
+from webstudio.job import StudioError, StudioJob
 
 _PROGRESS = re.compile(r"progress stage=synthesize-(\w+) done=(\d+)/(\d+)_lines")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.files import atomic_path, content_key, is_fresh, mark_fresh
 from core.job import JobPaths
-from studio.job import StudioError, StudioJob
+from webstudio.job import StudioError, StudioJob
 
 WAVEFORM_RATE = 50  # peaks per second: 20 ms, finer than any zoom of the timeline shows
 ORIGINAL = "original"

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from studio.job import StudioError, StudioJob
-from studio.redub import Redubber, estimate
+from webstudio.job import StudioError, StudioJob
+from webstudio.redub import Redubber, estimate
 
 log = logging.getLogger("qwen_dub.studio")
 COOKIE = "studio_token"
@@ -53,8 +53,8 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def static_files() -> dict[str, Any]:
-    """The page's files shipped in the package (studio/static/), by name."""
-    folder = resources.files("studio") / "static"
+    """The page's files shipped in the package (webstudio/static/), by name."""
+    folder = resources.files("webstudio") / "static"
     return {item.name: item for item in folder.iterdir() if item.is_file()}
 
 
@@ -215,7 +215,7 @@ class StudioHandler(BaseHTTPRequestHandler):
                 job.check()
                 return self.send_json(estimate(job))
             if path == "/api/waveform":
-                from studio.media import waveform
+                from webstudio.media import waveform
 
                 job.check()
                 return self.send_json(waveform(job))
@@ -223,13 +223,13 @@ class StudioHandler(BaseHTTPRequestHandler):
                 return self.send_json(self.voices())
             found = _VIDEO.match(path)
             if found:
-                from studio.media import preview_video
+                from webstudio.media import preview_video
 
                 job.check()
                 return self.send_file(preview_video(job, found.group(1)), "video/mp4")
             found = _CAPTIONS.match(path)
             if found:
-                from studio.media import captions
+                from webstudio.media import captions
 
                 job.check()
                 return self.send_file(captions(job, found.group(1)), "text/vtt; charset=utf-8")
