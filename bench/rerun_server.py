@@ -1,8 +1,9 @@
 """Re-run turnaround with a Prefect server already up (issue 14, item 6): `python -m bench.rerun_server`.
 
 Starts `prefect server start` on a free local port (a private PREFECT_HOME), a loopback DashScope, then
-runs the CLI on the sample: the first run, a re-run of the finished job with the server up, and a re-run
-without it (Prefect's temporary server, as before). Prints wall seconds and the service's request counts.
+runs the CLI on the sample: the first run, a re-run of the unchanged finished job (answered by its stamp,
+core/job_stamp.py), a `--force` re-run with the server up (the flow itself) and one without it (Prefect's
+temporary server, as before). Prints wall seconds and the service's request counts.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def main() -> None:
             first = run_cli(args, env)
             calls_first = service.count()
             service.reset()
-            rerun = run_cli(args, env)
+            unchanged = run_cli(args, env)  # nothing changed: the job's stamp (core/job_stamp.py)
+            calls_unchanged = service.count()
+            service.reset()
+            rerun = run_cli([*args, "--force"], env)  # the flow itself, on the running server
             calls_rerun = service.count()
     finally:
         server.terminate()
@@ -89,12 +93,16 @@ def main() -> None:
     with LoopbackDashScope() as service:  # no server up: the temporary server, as before
         env["DASHSCOPE_HTTP_BASE_URL"] = service.base_http_api_url
         env["DASHSCOPE_API_KEY"] = service.api_key
-        cold = run_cli(args, env)
+        cold = run_cli([*args, "--force"], env)
         calls_cold = service.count()
     print(f"loopback TTS delay: {options.tts_delay:.1f} s per request")
     print(f"first run (server up): {first:.1f} s, {calls_first} service requests")
-    print(f"re-run, server up: {rerun:.1f} s ({rerun / first:.0%} of the first run), {calls_rerun} requests")
-    print(f"re-run, no server (temporary server): {cold:.1f} s ({cold / first:.0%}), {calls_cold} requests")
+    print(
+        f"re-run, nothing changed (stamp): {unchanged:.2f} s ({unchanged / first:.0%} of the first run), "
+        f"{calls_unchanged} requests"
+    )
+    print(f"re-run --force, server up: {rerun:.1f} s ({rerun / first:.0%}), {calls_rerun} requests")
+    print(f"re-run --force, no server: {cold:.1f} s ({cold / first:.0%}), {calls_cold} requests")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ COMMAND_OPTIONS = (
     Option("dask_address", "--dask-address", "the Dask scheduler for `--task-runner dask`",
            default=f"`${DASK_ADDRESS_ENV}`, else a local cluster", metavar="tcp://HOST:8786",
            group="command"),
+    Option("force", "--force", "run the job even when nothing it depends on changed since its last run "
+           "(otherwise such a re-run prints its outputs and stops at once: `work/done.json`)", switch=True,
+           group="command"),
     Option("log_json", "--log-json", "logs as JSON lines on stderr: run ids, stage, language, line index, "
            "figures", switch=True, group="command"),
     Option("debug", "--debug", "show tracebacks", switch=True, group="command"),
@@ -464,6 +467,7 @@ class Invocation:
     config: DubConfig
     debug: bool = False
     runner: TaskRunner | None = None  # --task-runner / --dask-address; None: the flow's own
+    environ: dict[str, str] | None = None  # the environment as the user gave it (the job's stamp records it)
 
 
 def failure(exc: BaseException, debug: bool, folders: tuple[Path, ...] = ()) -> int:
@@ -492,6 +496,7 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
     """Everything before the flow: parse (answering --help and bad flags), --list-voices, the config and
     the checks (core/checks.py), the task runner, Prefect's logging and temporary server. An int is the
     exit code to leave with."""
+    environ = dict(os.environ)  # before this process sets any variable of its own
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
@@ -508,6 +513,8 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
             print_voices(args)
             return 0
         config = config_from_args(args)
+        if not getattr(args, "force", False) and print_if_up_to_date(config, environ):
+            return 0
         runner = None
         kind, address = getattr(args, "task_runner", None), getattr(args, "dask_address", None)
         if kind or address:
@@ -534,7 +541,7 @@ def prepare(argv: list[str] | None = None) -> Invocation | int:
             share_rate_limits(config)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback (see failure)
         return failure(exc, debug)
-    return Invocation(config, debug, runner)
+    return Invocation(config, debug, runner, environ)
 
 
 def run(invocation: Invocation, flow: Flow[[DubConfig], DubResult]) -> int:
@@ -555,11 +562,42 @@ def run(invocation: Invocation, flow: Flow[[DubConfig], DubResult]) -> int:
         print(format_estimates(result.estimates))
         print(f"estimate: {result.report}")
         return 0
-    print(f"dubbed video: {result.video}")
-    print(f"report: {result.report}")
-    for lang, path in result.subtitles.items():
-        print(f"subtitles ({lang}): {path}")
+    outputs = {
+        "video": str(result.video),
+        "report": str(result.report),
+        "subtitles": {lang: str(path) for lang, path in result.subtitles.items()},
+    }
+    print_outputs(outputs)
+    from core.job_stamp import record
+
+    try:
+        record(config, outputs, result.report, invocation.environ)
+    except OSError as exc:  # the job is done; only its next re-run will not be instant
+        logging.getLogger("qwen_dub").warning("could not record the job's stamp (%s)", type(exc).__name__)
     return 0
+
+
+def print_outputs(outputs: dict[str, Any]) -> None:
+    print(f"dubbed video: {outputs['video']}")
+    print(f"report: {outputs['report']}")
+    for lang, path in outputs.get("subtitles", {}).items():
+        print(f"subtitles ({lang}): {path}")
+
+
+def print_if_up_to_date(config: DubConfig, environ: dict[str, str]) -> bool:
+    """A finished job whose inputs, edits, options, code and outputs are all as its last run left them
+    (core/job_stamp.py): print its outputs and say so. Nothing is imported beyond the config's modules."""
+    from core.job_stamp import up_to_date
+
+    try:
+        outputs = up_to_date(config, environ)
+    except OSError:  # an unreadable input or job file: the run itself will say what is wrong
+        return False
+    if outputs is None:
+        return False
+    print_outputs(outputs)
+    print("up to date: nothing changed since the last run (--force runs it again)")
+    return True
 
 
 def prepare_or_exit(argv: list[str] | None = None) -> Invocation:

@@ -86,7 +86,9 @@ def test_a_rerun_with_a_server_up_makes_no_call_and_starts_no_server(
         assert first.returncode == 0, first.stderr[-3000:]
         assert service.count("tts") > 0
         service.reset()
-        again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        again = subprocess.run(  # --force: a flow run, not the up-to-date stamp (tests/test_job_stamp.py)
+            [*args, "--force"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
         assert service.count() == 0  # the service's own count: the re-run made no call
     dubs = [run for run in flow_runs(url) if run["state_type"] == "COMPLETED"]
