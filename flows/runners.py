@@ -17,6 +17,7 @@ TASK_RUNNER_ENV = "QWENDUB_TASK_RUNNER"  # thread (default) | dask
 RUNNER_KINDS = ("thread", "dask")
 DASK_ADDRESS_ENV = "QWENDUB_DASK_ADDRESS"  # tcp://scheduler:8786; unset: a local cluster per flow run
 DASK_WORKERS_ENV = "QWENDUB_DASK_WORKERS"  # worker processes of that local cluster
+NO_WORKERS_TIMEOUT_S = 300  # a local cluster's task waits this long with no worker alive, then fails
 # Threads for the flow's tasks: per-line tasks are mostly waiting on the API (its pacing lives in the
 # adapters, shared by the process), so this only needs to cover --concurrency plus the languages.
 TASK_WORKERS = 16
@@ -76,6 +77,11 @@ def make_task_runner(
         if address:
             return DaskTaskRunner(address=address)
         n = processes or local_worker_processes()
+        import dask
+
+        # Worker processes that all die and are not restarted (one once failed importing the flow's
+        # modules) would leave every task unrunnable and the job waiting forever: fail it instead.
+        dask.config.set({"distributed.scheduler.no-workers-timeout": f"{NO_WORKERS_TIMEOUT_S}s"})
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": n,

@@ -37,6 +37,32 @@ def test_dask_without_an_address_is_a_cluster_of_worker_processes(monkeypatch: p
     assert make_task_runner("dask").cluster_kwargs["n_workers"] >= 2  # type: ignore[attr-defined]
 
 
+def test_a_cluster_whose_workers_are_all_gone_fails_the_job_instead_of_waiting(
+    monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+) -> None:
+    """CI once waited 80 minutes on a local cluster whose worker processes had all died: a task with no
+    worker alive now fails after NO_WORKERS_TIMEOUT_S (here 2 s) with Dask's NoWorkerError."""
+    import distributed
+    from prefect import flow, task
+
+    import flows.runners
+
+    monkeypatch.setattr(flows.runners, "NO_WORKERS_TIMEOUT_S", 2)
+    runner = make_task_runner("dask", processes=1)
+    runner.cluster_kwargs.update(n_workers=0, processes=False)  # type: ignore[attr-defined]
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow(task_runner=runner)  # type: ignore[arg-type]
+    def job() -> int:
+        return one.submit().result()
+
+    with pytest.raises(distributed.scheduler.NoWorkerError):
+        job()
+
+
 def test_account_limit_name_is_a_digest_of_the_account() -> None:
     name = account_limit_name("tts", "sk-secret-key", "https://host/api/v1")
     assert name.startswith("dashscope-tts-") and "secret" not in name
