@@ -41,10 +41,12 @@ def dub_job(
 
 
 @contextmanager
-def studio(job: Path, token: str | None = None, host: str = "127.0.0.1") -> Iterator[Any]:
+def studio(
+    job: Path, token: str | None = None, host: str = "127.0.0.1", deployment: str | None = None
+) -> Iterator[Any]:
     from webstudio.server import StudioServer
 
-    server = StudioServer(job, host, 0, token)
+    server = StudioServer(job, host, 0, token, deployment)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -101,10 +101,10 @@ def test_page_load_of_a_ten_minute_job(
         langs.every((l) => document.querySelectorAll(`.lane[data-lang="${l}"] .block`).length === n)
         && performance.now()"""
     figures: dict[str, dict[str, int]] = {}
+    errors: list[str] = []
     with studio(job) as server:
         for visit in ("first visit", "second visit"):
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server.url, wait_until="commit")
             timeline = page.wait_for_function(drawn, arg=[LANGS, n], timeout=30_000, polling=10).json_value()
