@@ -18,6 +18,15 @@ def test_system_tools_installed(tool: str) -> None:
     assert shutil.which(tool), f"{tool} missing: scripts/install_system_packages.sh should have installed it"
 
 
+@pytest.mark.parametrize("lang", ["ja", "ko", "zh"])
+def test_a_font_for_each_cjk_script(lang: str) -> None:
+    """Without one, Chromium draws the studio's Japanese, Korean and Chinese text as empty boxes."""
+    fonts = subprocess.run(["fc-list", f":lang={lang}"], capture_output=True, text=True, timeout=60)
+    assert fonts.stdout.strip(), (
+        f"no {lang} font: scripts/install_system_packages.sh installs fonts-wqy-microhei"
+    )
+
+
 def test_qwen_tts_imports_in_a_fresh_interpreter() -> None:
     """PyPI's torchaudio 2.11.1 is a CUDA build; on a CPU torch its extension cannot load and breaks
     `import qwen_tts` unless scripts/fix_torchaudio.py removed it."""

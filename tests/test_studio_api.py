@@ -267,3 +267,88 @@ def test_estimate_counts_exactly_the_changed_lines(job: Path) -> None:
         assert by_lang[lang]["lines_to_synthesize"] == 1 and by_lang[lang]["changed_lines"] == 1
         assert by_lang[lang]["characters"] == billed_characters(new[lang]) and by_lang[lang]["exact"]
     assert after["cost"] == pytest.approx(after["characters"] / 1e5)  # the flash model's price per character
+
+
+def test_a_redub_runs_the_configured_deployment(
+    prefect_harness, job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a deployment configured, POST /api/redub starts a run of it (run_deployment, the recorded
+    options as `config`) that a `python -m flows.serve` process executes: exactly one synthesis request per
+    changed line and language, the run holds the job's lock itself (the studio refuses edits meanwhile),
+    and the API reports the deployment's flow run finished. An unknown deployment stops the command with
+    one line."""
+    import os
+    import signal
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.loopback_dashscope import LoopbackDashScope
+
+    name = "studio-redub"  # its own name: the session's server holds other tests' deployments too
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.studio", str(job), "--port", "0", "--deployment", f"dub/{name}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"error: no deployment dub/{name} on the Prefect API at {env['PREFECT_API_URL']} "
+        "(prefect deployment ls lists them)"
+    ]
+    new = {"ja": "港は静かです。", "en": "The harbour is calm.", "ko": "항구는 조용합니다."}
+    with LoopbackDashScope() as dashscope:
+        env.update(DASHSCOPE_HTTP_BASE_URL=dashscope.base_http_api_url, DASHSCOPE_API_KEY=dashscope.api_key)
+        # the studio's process gets no DashScope address: only the served run may synthesise
+        monkeypatch.delenv("DASHSCOPE_HTTP_BASE_URL", raising=False)
+        log = (tmp_path / "serve.log").open("w")
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "flows.serve", "--name", name, "--limit", "1"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with get_client(sync_client=True) as client:
+                    try:
+                        deployment = client.read_deployment_by_name(f"dub/{name}")
+                        break
+                    except Exception:  # noqa: BLE001 - ObjectNotFound until the service registers it
+                        pass
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the service did not register its deployment"
+                time.sleep(0.5)
+            with studio(job, deployment=f"dub/{name}") as server:
+                assert call(server.url + "api/lines/4", "PATCH", {"translations": new})[0] == 200
+                status, run, _ = call(server.url + "api/redub", "POST", {})
+                assert status == 202 and run["state"] == "running"
+                status, answer, _ = call(server.url + "api/lines/5", "PATCH", {"translations": {"ja": "x"}})
+                assert status == 423 and "a re-dub is running" in answer["error"]
+                deadline = time.monotonic() + 180
+                while run["state"] == "running":
+                    assert time.monotonic() < deadline, ((tmp_path / "serve.log").read_text()[-3000:], run)
+                    time.sleep(0.5)
+                    run = call(server.url + "api/status")[1]["redub"]
+                status, view, _ = call(server.url + "api/lines")
+            requests = dashscope.requests_of("tts")
+        finally:
+            os.killpg(serve.pid, signal.SIGINT)
+            serve.wait(timeout=60)
+    served = (tmp_path / "serve.log").read_text()
+    assert run["state"] == "completed" and run["message"] == "re-dubbed", (run, served[-3000:])
+    # the page's progress, read from the run's logs (sent by the serving process every 2 s, long before
+    # the run's assembly and remux end)
+    assert {lang: done == total for lang, (done, total) in run["progress"].items()} == dict.fromkeys(
+        LANGS, True
+    )
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run["flow_run_id"])
+    assert flow_run.deployment_id == deployment.id and flow_run.state_name == "Completed"
+    assert run["flow_run_name"] == flow_run.name == "dub-sample" and "studio" in flow_run.tags
+    config = flow_run.parameters["config"]
+    assert config["out"] == str(job.resolve()) and config["segments"] == str(job.resolve() / "segments.json")
+    assert sorted(r.body["input"]["text"] for r in requests) == sorted(new.values())  # one per language
+    for lang in LANGS:
+        row = next(r for r in view["languages"][lang]["lines"] if r["index"] == 4)
+        assert row["text"] == new[lang]
+    assert json.loads((job / "review.json").read_text())["changed"] == {}

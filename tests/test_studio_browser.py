@@ -21,7 +21,7 @@ import pytest
 
 from tests.loopback_dashscope import LoopbackDashScope
 from tests.mediacheck import decode_audio_stream
-from tests.studio_support import LANGS, base_job, copy_job, studio
+from tests.studio_support import LANGS, base_job, copy_job, long_job, studio
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,41 @@ def test_the_page_shows_every_line_of_every_language(browser: Any, job: Path) ->
         assert page.locator("#player track[kind=captions]").count() == 1
         assert page.js_errors == []
         page.context.close()
+
+
+def test_page_load_of_a_ten_minute_job(
+    browser: Any, made_job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's figure (reported, not asserted): a 10-minute job of 160 lines in 3 languages (the real
+    job's files repeated: studio_support.long_job), from navigation to the page ready with every block of
+    every lane drawn, on the first visit (the studio makes the track's preview video and the waveform)
+    and on a second one (both kept in work/studio/)."""
+    job = long_job(made_job, tmp_path / "long")
+    n = len(json.loads((job / "segments.json").read_text())["lines"])
+    assert n == 160
+    drawn = """([langs, n]) =>
+        langs.every((l) => document.querySelectorAll(`.lane[data-lang="${l}"] .block`).length === n)
+        && performance.now()"""
+    figures: dict[str, dict[str, int]] = {}
+    errors: list[str] = []
+    with studio(job) as server:
+        for visit in ("first visit", "second visit"):
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server.url, wait_until="commit")
+            timeline = page.wait_for_function(drawn, arg=[LANGS, n], timeout=30_000, polling=10).json_value()
+            ready = page.wait_for_function(
+                "() => document.body.dataset.ready && performance.now()", timeout=30_000, polling=10
+            ).json_value()
+            assert page.get_attribute("body", "data-ready") == "1"
+            assert page.locator("#lines tbody tr").count() == n and errors == []
+            figures[visit] = {"timeline": round(timeline), "player ready": round(ready)}
+            page.context.close()
+    with capsys.disabled():
+        print(
+            f"\nstudio page load, 10-minute job ({n} lines x {len(LANGS)} languages), ms from navigation "
+            f"to every block of every lane drawn and to the player ready: {figures}"
+        )
 
 
 def test_clicking_a_block_plays_that_lines_time_range(browser: Any, job: Path) -> None:

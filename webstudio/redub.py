@@ -5,6 +5,13 @@ The re-dub runs the flow with the options the job last ran with (work/config.jso
 segments.json as its plan, so the edits in the job folder are the input and nothing else changes: the
 flow re-does only what changed (clips are cached by voice, language and text) and holds the job's lock
 while it runs, so the studio refuses edits until it has finished.
+
+Where it runs: in a thread of the studio's process by default; with a deployment configured
+(`--deployment dub/dub-cpu` or $QWENDUB_STUDIO_DEPLOYMENT) as a run of that deployment, started with
+Prefect's `run_deployment` (config: the recorded options as JSON) and executed by whatever serves it (a
+`python -m flows.serve` process or a worker of its pool, which must see the job folder at the same path);
+the studio then polls the run's state, task runs and logs for the page's progress. The flow run takes the
+job's lock itself (flows/dub.py), so the studio never holds it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from core.errors import DubError
 from core.job_lock import lock_holder
 from webstudio.job import StudioError, StudioJob
 
+POLL_S = 1.0  # how often a deployment run's state, task runs and logs are read
 _PROGRESS = re.compile(r"progress stage=synthesize-(\w+) done=(\d+)/(\d+)_lines")
 
 
@@ -86,6 +94,13 @@ class RedubRun:
     progress: dict[str, list[int]] = field(default_factory=dict)  # language -> [done, total] lines
 
 
+def read_progress(run: RedubRun, message: str) -> None:
+    """A `progress stage=synthesize-<lang> done=N/M_lines` log line -> run.progress (the caller locks)."""
+    found = _PROGRESS.search(message)
+    if found:
+        run.progress[found.group(1)] = [int(found.group(2)), int(found.group(3))]
+
+
 class _RunWatcher(logging.Handler):
     """Reads the run's own log records (no text in them: the project never logs script text) for the
     flow run id, the current task run and the per-language synthesis progress."""
@@ -107,17 +122,17 @@ class _RunWatcher(logging.Handler):
                 message = record.getMessage()
             except Exception:  # noqa: BLE001 - a record that cannot format is not progress
                 return
-            found = _PROGRESS.search(message)
-            if found:
-                self.run.progress[found.group(1)] = [int(found.group(2)), int(found.group(3))]
+            read_progress(self.run, message)
 
 
 class Redubber:
-    """One re-dub at a time, in a thread of the studio's process (the flow run belongs to the Prefect
-    API this process is configured for; without one, Prefect starts a temporary local server)."""
+    """One re-dub at a time: the flow in a thread of the studio's process (the flow run belongs to the
+    Prefect API this process is configured for; without one, Prefect starts a temporary local server),
+    or, with `deployment` ("flow/deployment"), a run of that deployment watched from a thread."""
 
-    def __init__(self, job: StudioJob) -> None:
+    def __init__(self, job: StudioJob, deployment: str | None = None) -> None:
         self.job = job
+        self.deployment = deployment
         self.run = RedubRun()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -135,9 +150,8 @@ class Redubber:
                 raise StudioError(holder["message"], 423)
             config = redub_config(self.job)
             self.run = RedubRun(state="running", started=time.time(), message="starting the flow run")
-            self._thread = threading.Thread(
-                target=self._work, args=(config,), name="studio-redub", daemon=True
-            )
+            work = self._work_deployment if self.deployment else self._work
+            self._thread = threading.Thread(target=work, args=(config,), name="studio-redub", daemon=True)
             self._thread.start()
             return asdict(self.run)
 
@@ -162,6 +176,81 @@ class Redubber:
             self._finish("completed", "re-dubbed")
         finally:
             prefect_logger.removeHandler(watcher)
+
+    def _work_deployment(self, config: DubConfig) -> None:
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        from flows.pipeline import config_record
+
+        assert self.deployment is not None
+        try:
+            flow_run = run_deployment(
+                self.deployment,
+                parameters={"config": config_record(config)},
+                timeout=0,  # returns once the run is created; its state is polled below
+                as_subflow=False,
+                tags=["studio"],
+            )
+        except Exception as exc:  # noqa: BLE001 - an unknown deployment or an unreachable API: one line
+            self._finish("failed", f"could not start a run of deployment {self.deployment} ({exc})")
+            return
+        assert isinstance(flow_run, FlowRun)  # called from a thread without an event loop: synchronous
+        with self._lock:
+            self.run.flow_run_id, self.run.flow_run_name = str(flow_run.id), flow_run.name
+            self.run.message = f"deployment {self.deployment}: flow run {flow_run.name}"
+        try:
+            final = self._watch(flow_run.id)
+        except Exception as exc:  # noqa: BLE001 - the API went away while the run was watched
+            self._finish("failed", f"lost track of flow run {flow_run.name} ({type(exc).__name__}: {exc})")
+            return
+        if final.is_completed():
+            self.job.mark_redubbed()
+            self._finish("completed", "re-dubbed")
+        else:
+            reason = final.message or "see the flow run's logs"
+            self._finish("failed", f"flow run {self.run.flow_run_name} ended {final.name}: {reason}")
+
+    def _watch(self, flow_run_id: Any) -> Any:
+        """Poll the deployment run until its state is final; the stage is its running task run (or the
+        run's own state while it waits for a worker), the progress its synthesis log lines."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            LogFilter,
+            LogFilterFlowRunId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import LogSort
+
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        running = TaskRunFilter(
+            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))
+        )
+        logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        seen = 0
+        with get_client(sync_client=True) as client:
+            while True:
+                flow_run = client.read_flow_run(flow_run_id)
+                state = flow_run.state
+                tasks = client.read_task_runs(flow_run_filter=this_run, task_run_filter=running)
+                new = client.read_logs(log_filter=logs, offset=seen, sort=LogSort.TIMESTAMP_ASC)
+                seen += len(new)
+                with self._lock:
+                    self.run.flow_run_name = flow_run.name  # dub-<video> once the run has started
+                    for record in new:
+                        read_progress(self.run, record.message)
+                    if tasks:
+                        self.run.stage = tasks[-1].name
+                    elif state is not None and not state.is_running():
+                        self.run.stage = state.name  # Scheduled, Pending: waiting for a worker
+                if state is not None and state.is_final():
+                    return state
+                time.sleep(POLL_S)
 
     def _finish(self, state: str, message: str) -> None:
         with self._lock:

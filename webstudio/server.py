@@ -71,12 +71,17 @@ class StudioServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, job_root: Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+        self,
+        job_root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        deployment: str | None = None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError("a studio reachable from other machines needs a token")
         self.job = StudioJob(job_root)
-        self.redubber = Redubber(self.job)
+        self.redubber = Redubber(self.job, deployment)
         self.token = token
         self.static = static_files()
         super().__init__((host, port), StudioHandler)
@@ -120,7 +125,10 @@ class StudioHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the page was closed or reloaded before its answer came: nothing to report
 
     def send_json(self, data: Any, status: int = 200) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json; charset=utf-8")
@@ -246,6 +254,8 @@ class StudioHandler(BaseHTTPRequestHandler):
         job = self.server.job
         try:
             body = self.read_body()
+            if self.server.redubber.status()["state"] == "running":  # its flow run may not hold the lock yet
+                raise StudioError("a re-dub is running: edits are refused until it ends", 423)
             found = _LINE.match(path)
             if found:
                 job.edit_line(int(found.group(1)), body)
