@@ -305,6 +305,8 @@ def finish_lines(
         "new_lines": float(len(done)),
         "cached_lines": float(len(lines) - len(done)),
         "rewritten_to_fit": float(sum(ln.rewritten_to_fit for ln in lines)),
+        # clips kept although the local length guard flagged them (clips.<lang>.json names them)
+        "guard_flagged": float(sum(bool(o.clip.guard) for o in outcomes)),
         # lines synthesised more than once in this run, over the lines synthesised (goal <= 5 %)
         "resynthesized_share": round(report.resynthesized / len(done), 4) if done else 0.0,
     }

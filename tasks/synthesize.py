@@ -47,6 +47,7 @@ class ClipRecord:
     attempts: int
     cached: bool
     key: str = ""  # the clip cache key: what the clip's audio is a function of
+    guard: str = ""  # the local length guard's verdict on a clip kept after failing it ("too_long", ...)
 
 
 def make_synthesizer(
@@ -123,8 +124,9 @@ class JobVoices:
         """The clip cache key of `text` spoken as `line` would be (a plan line and its translation)."""
         return clip_key(self.identity_of(line), language, text)
 
-    def request(self, line: TranslatedLine, language: Language) -> SpeechRequest:
-        return SpeechRequest(line.text, language, self.voice_of(line))
+    def request(self, line: TranslatedLine, language: Language, earlier_tries: int = 0) -> SpeechRequest:
+        """`earlier_tries`: runs that already had this line's clip flagged (ClipCache.guard_tries)."""
+        return SpeechRequest(line.text, language, self.voice_of(line), earlier_tries)
 
     def _voice_name(self, line: Line | TranslatedLine) -> str:
         """A line's voice in the manifest: its catalogue voice, "" for the synthesizer's own, and
@@ -215,6 +217,7 @@ def synthesize_lines(
 
     def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
         guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
+        seed = clip.extra.get("seed")  # local route: the seed of the generate call that made the clip
         identity = voices.identity_of(line)
         clone = identity.get("clone")
         meta = {
@@ -222,6 +225,7 @@ def synthesize_lines(
             "attempts": clip.attempts,
             "requests": clip.requests,
             **({"guard": guard} if guard else {}),
+            **({"seed": seed} if seed is not None else {}),
             # revoking a speaker's consent purges the clips made with their voice
             **({CLONE_SPEAKER: clone["speaker_id"]} if isinstance(clone, dict) else {}),
         }
@@ -230,7 +234,6 @@ def synthesize_lines(
             totals["billed_characters"] += clip.billed_characters
             totals["requests"] += clip.requests
             totals["attempts"] += clip.attempts
-            totals["guard_flagged"] += 1 if guard else 0
         log.info(
             "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f%s",
             language.code, line.index, identity.get("voice", identity.get("speaker", "")),
@@ -265,7 +268,8 @@ def synthesize_lines(
             assert isinstance(synth, BatchSpeechSynthesizer)
             # languages synthesising at the same time share generate calls (same model, mode and voice)
             same_call = content_key("device-batch", voices.identity_of(batch[0][0]))
-            requests = [voices.request(ln, language) for ln, _ in batch]
+            # a line an earlier run had flagged is retried with seeds that run did not use
+            requests = [voices.request(ln, language, cache.guard_tries(k)) for ln, k in batch]
             try:
                 clips = SHARED_DEVICE.run(same_call, requests, limit(batch), synth.synthesize_requests)
             except UpstreamError as exc:
@@ -288,6 +292,10 @@ def synthesize_lines(
         wav, meta = hit
         link = clips_dir / f"{line.index:04d}.wav"
         _link(wav, link)
+        guard = str(meta.get("guard") or "")
+        if guard:  # flagged clips of the track, new or kept from an earlier run
+            with lock:
+                totals["guard_flagged"] += 1
         return ClipRecord(
             index=line.index,
             path=str(link),
@@ -297,6 +305,7 @@ def synthesize_lines(
             attempts=0 if cached else int(meta.get("attempts", 1)),
             cached=cached,
             key=key,
+            guard=guard,
         )
 
     records = map_lines(list(zip(lines, keys, strict=True)), one, workers, on_done=progress.advance)
