@@ -8,6 +8,7 @@ is what marks it complete), so concurrent and killed runs never leave an entry t
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ CLONE_SPEAKER = "clone_speaker"
 GUARD = "guard"
 GUARD_TRIES = 3
 GUARD_RUN = "guard_run"
+# How many times a retry replaced the entry's audio under the same key (absent: never). The clip's fit and
+# the track key on it with the clip key (ClipRecord.audio_id), so a replaced clip is fitted and mixed again.
+REVISION = "revision"
 
 
 def current_run() -> str | None:
@@ -56,6 +60,13 @@ class ClipCache:
 
     def _run(self) -> str | None:
         return self.run if self.run is not None else current_run()
+
+    def for_run(self, run: str | None = None) -> ClipCache:
+        """This cache (same folder, same entries written) as seen by `run`, by default the flow run in force
+        here: for worker threads, which do not carry the flow run's context."""
+        view = copy.copy(self)
+        view.run = run if run is not None else self._run()
+        return view
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         d = self.root / key[:2]
@@ -102,12 +113,14 @@ class ClipCache:
         if audio.size == 0 or not np.all(np.isfinite(audio)):
             raise UpstreamError("synthesised audio is empty or not finite", code="BadAudio")
         wav, meta_path = self._paths(key)
+        previous: Any = None
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            previous = read_json(meta_path)
+        retried = isinstance(previous, dict) and bool(previous.get(GUARD))
+        if retried:  # a retry replaces a flagged clip under the same key: what used it must see it changed
+            meta = {**meta, REVISION: int(previous.get(REVISION, 0)) + 1}
         if meta.get(GUARD):
-            tries = 1
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                previous = read_json(meta_path)
-                if isinstance(previous, dict) and previous.get(GUARD):
-                    tries = int(previous.get("guard_tries", 1)) + 1
+            tries = int(previous.get("guard_tries", 1)) + 1 if retried else 1
             run = self._run()
             meta = {**meta, "guard_tries": tries, **({GUARD_RUN: run} if run is not None else {})}
         with atomic_path(wav) as tmp:

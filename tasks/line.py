@@ -159,7 +159,7 @@ def fit_line(line: TranslatedLine, clip: ClipRecord, max_speedup: float, folder:
     """Fit the clip to the line's slot, cached beside the clip links by (clip, slot, cap)."""
     out = folder / f"{line.index:04d}.wav"
     record = out.with_suffix(".json")
-    key = content_key(FIT_VERSION, clip.key or clip.path, round(line.slot_s, 4), max_speedup)
+    key = content_key(FIT_VERSION, clip.audio_id, round(line.slot_s, 4), max_speedup)
     if is_fresh(out, key) and record.is_file():
         return FittedClip(**read_json(record))
     audio, rate = sf.read(clip.path, dtype="float32")

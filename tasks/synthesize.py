@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
-from core.clip_cache import CLONE_SPEAKER, ClipCache, clip_key
+from core.clip_cache import CLONE_SPEAKER, REVISION, ClipCache, clip_key
 from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import atomic_path, content_key, write_json_atomic
@@ -48,6 +48,14 @@ class ClipRecord:
     cached: bool
     key: str = ""  # the clip cache key: what the clip's audio is a function of
     guard: str = ""  # the local length guard's verdict on a clip kept after failing it ("too_long", ...)
+    revision: int = 0  # times a guard retry replaced the cache entry's audio (core/clip_cache.py REVISION)
+
+    @property
+    def audio_id(self) -> str:
+        """What the clip's audio is, for what is made from it (fit, track): its cache key, plus the
+        revision once a retry replaced the entry (unchanged otherwise, so earlier fits stay valid)."""
+        base = self.key or self.path
+        return f"{base}#{self.revision}" if self.revision else base
 
 
 def make_synthesizer(
@@ -199,6 +207,7 @@ def synthesize_lines(
     task synthesising its one line). A device engine runs batches of at most `batch_size` lines, or with
     `auto_batch` as many as its free memory holds (off a GPU: `batch_size`)."""
     log = stage_logger()
+    cache = cache.for_run()  # the flow run's, in the worker threads below too (guard-flagged entries)
     engine = tts_engine(voices.synth.route)
     keys = [voices.key(ln, language.code) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
@@ -306,6 +315,7 @@ def synthesize_lines(
             cached=cached,
             key=key,
             guard=guard,
+            revision=int(meta.get(REVISION, 0)),
         )
 
     records = map_lines(list(zip(lines, keys, strict=True)), one, workers, on_done=progress.advance)
