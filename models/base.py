@@ -129,6 +129,9 @@ class SpeechRequest:
     text: str
     language: Language
     voice: str | None = None
+    # Runs that already synthesised this line and had it flagged by a quality guard (the clip cache's
+    # guard_tries): an engine with fixed seeds starts past the seeds those runs used, so a retry can differ.
+    earlier_tries: int = 0
 
 
 class SpeechSynthesizer(Protocol):

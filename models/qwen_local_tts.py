@@ -14,7 +14,8 @@ Guards against the package's known failure modes (shared docs qwen-reference.md,
   at the same ceiling ("too_long");
 - lost endings: a clip much shorter than its text can be spoken in is suspicious ("too_short");
 - either one is regenerated with a new seed a bounded number of times, then kept and flagged in
-  SynthesizedClip.extra["guard"];
+  SynthesizedClip.extra["guard"]; a later run retries a flagged line (core/clip_cache.py GUARD_TRIES) with
+  seeds no earlier run used for it (SpeechRequest.earlier_tries, see `_seed_for`);
 - digits read in the wrong language: digits are spelled out in the target language with num2words when
   that package is installed (optional dependency; without it, digits are left as they are).
 """
@@ -62,7 +63,7 @@ SPEAKERS = ("Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "O
 # Languages of the published checkpoints (lowercase, as get_supported_languages() lists them): exactly
 # the project's ten dubbing languages.
 QWEN_LANGUAGES = frozenset(lang.name.lower() for lang in LANGUAGES.values())
-RETRY_SEED_STEP = 1_000_003  # retry k of a call seeded with s uses s + k * step
+RETRY_SEED_STEP = 1_000_003  # round k of a call seeded with s uses s + k * step (see QwenLocalTTS._seed_for)
 CLONE_PROMPT_FORMAT = 1  # bump when the on-disk layout of a saved clone prompt changes
 
 # One generate call at a time per process: the seed is global torch state, and one accelerator runs one
@@ -415,6 +416,7 @@ class _Line:
     ceiling_frames: int
     floor_s: float
     max_new_tokens: int
+    earlier_tries: int = 0  # runs that already had this line flagged (SpeechRequest.earlier_tries)
     best: np.ndarray | None = None
     verdict: str | None = None  # of `best`: None (passed), "too_long", "too_short"
     attempts: int = 0
@@ -608,25 +610,31 @@ class QwenLocalTTS:
         for language in {r.language.code: r.language for r in requests}.values():
             self._check_language_name(language)
         lines = [self._plan(i, r.text, r.language, self.speaker_for(r.voice)) for i, r in enumerate(requests)]
+        for line, request in zip(lines, requests, strict=True):
+            if request.earlier_tries < 0:
+                raise ConfigError("earlier_tries must be 0 or more")
+            line.earlier_tries = request.earlier_tries
         tts = self.load()
         for language in {r.language.code: r.language for r in requests}.values():
             self._check_language_loaded(tts, language)
         prompt = self._ensure_prompt() if self.mode == "base" else None
 
-        pending = lines
-        for round_index in range(self.retries + 1):
-            seed = self._seed_for(round_index)
-            cap = max(line.max_new_tokens for line in pending)
-            wavs = self._generate(tts, pending, cap, seed, prompt)
-            for line, wav in zip(pending, wavs, strict=True):
-                self._judge(line, wav, seed)
-            pending = [line for line in pending if line.verdict is not None]
-            if not pending or round_index == self.retries:
-                break
-            log.info(
-                "local TTS guard: regenerating %d of %d line(s) with a new seed (%s)",
-                len(pending), len(lines), ", ".join(sorted({str(line.verdict) for line in pending})),
-            )  # fmt: skip
+        # Lines retried after earlier runs flagged them take their own seeds, so they get their own calls.
+        for tries in sorted({line.earlier_tries for line in lines}):
+            pending = [line for line in lines if line.earlier_tries == tries]
+            for round_index in range(self.retries + 1):
+                seed = self._seed_for(round_index, tries)
+                cap = max(line.max_new_tokens for line in pending)
+                wavs = self._generate(tts, pending, cap, seed, prompt)
+                for line, wav in zip(pending, wavs, strict=True):
+                    self._judge(line, wav, seed)
+                pending = [line for line in pending if line.verdict is not None]
+                if not pending or round_index == self.retries:
+                    break
+                log.info(
+                    "local TTS guard: regenerating %d of %d line(s) with a new seed (%s)",
+                    len(pending), len(lines), ", ".join(sorted({str(line.verdict) for line in pending})),
+                )  # fmt: skip
         return [self._clip(line, len(requests)) for line in lines]
 
     # -- voice cloning -------------------------------------------------------------------------------
@@ -785,10 +793,17 @@ class QwenLocalTTS:
             index, clean, language, speaker, ceiling_frames, self.guard.floor_s(clean), max_new_tokens
         )
 
-    def _seed_for(self, round_index: int) -> int:
+    def _seed_for(self, round_index: int, earlier_tries: int = 0) -> int:
+        """The seed of round `round_index` of a call (0: the first generate call) for lines that
+        `earlier_tries` earlier runs already synthesised and had flagged. A run makes at most retries + 1
+        rounds, so run n (earlier_tries = n - 1) takes steps (n - 1) * (retries + 1) to
+        n * (retries + 1) - 1 of the sequence seed + k * RETRY_SEED_STEP: a retry never repeats a seed an
+        earlier run used, and a first run's seeds are those of earlier versions (existing caches stay
+        reproducible)."""
         if self.seed is None:
             return random.SystemRandom().randrange(2**31)
-        return (self.seed + round_index * RETRY_SEED_STEP) % 2**63
+        step = earlier_tries * (self.retries + 1) + round_index
+        return (self.seed + step * RETRY_SEED_STEP) % 2**63
 
     def _generate(
         self,
@@ -869,6 +884,7 @@ class QwenLocalTTS:
             "mode": self.mode,
             "attempts": line.attempts,
             "seed": line.seed,
+            "earlier_tries": line.earlier_tries,
             "batch_size": batch_size,
             "ceiling_s": line.ceiling_frames / FRAME_RATE_HZ,
             "floor_s": round(line.floor_s, 3),

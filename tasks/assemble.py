@@ -318,7 +318,7 @@ def assemble(
     language = get_language(lang_code)
     # everything the track is a function of: a re-run with nothing changed re-uses it (no fit, mix, encode)
     key = content_key(
-        "assemble-v1", [line_key_fields(ln) for ln in lines], [c.key or c.path for c in clips],
+        "assemble-v1", [line_key_fields(ln) for ln in lines], [c.audio_id for c in clips],
         background_key,
         rate, channels, duration, round(target_lufs, 3), max_speedup, duck_db, audio_codec,
         *([speaker_labels] if speaker_labels else []),

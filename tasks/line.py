@@ -159,7 +159,7 @@ def fit_line(line: TranslatedLine, clip: ClipRecord, max_speedup: float, folder:
     """Fit the clip to the line's slot, cached beside the clip links by (clip, slot, cap)."""
     out = folder / f"{line.index:04d}.wav"
     record = out.with_suffix(".json")
-    key = content_key(FIT_VERSION, clip.key or clip.path, round(line.slot_s, 4), max_speedup)
+    key = content_key(FIT_VERSION, clip.audio_id, round(line.slot_s, 4), max_speedup)
     if is_fresh(out, key) and record.is_file():
         return FittedClip(**read_json(record))
     audio, rate = sf.read(clip.path, dtype="float32")
@@ -305,6 +305,8 @@ def finish_lines(
         "new_lines": float(len(done)),
         "cached_lines": float(len(lines) - len(done)),
         "rewritten_to_fit": float(sum(ln.rewritten_to_fit for ln in lines)),
+        # clips kept although the local length guard flagged them (clips.<lang>.json names them)
+        "guard_flagged": float(sum(bool(o.clip.guard) for o in outcomes)),
         # lines synthesised more than once in this run, over the lines synthesised (goal <= 5 %)
         "resynthesized_share": round(report.resynthesized / len(done), 4) if done else 0.0,
     }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
-from core.clip_cache import CLONE_SPEAKER, ClipCache, clip_key
+from core.clip_cache import CLONE_SPEAKER, REVISION, ClipCache, clip_key
 from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError, UpstreamError
 from core.files import atomic_path, content_key, write_json_atomic
@@ -47,6 +47,15 @@ class ClipRecord:
     attempts: int
     cached: bool
     key: str = ""  # the clip cache key: what the clip's audio is a function of
+    guard: str = ""  # the local length guard's verdict on a clip kept after failing it ("too_long", ...)
+    revision: int = 0  # times a guard retry replaced the cache entry's audio (core/clip_cache.py REVISION)
+
+    @property
+    def audio_id(self) -> str:
+        """What the clip's audio is, for what is made from it (fit, track): its cache key, plus the
+        revision once a retry replaced the entry (unchanged otherwise, so earlier fits stay valid)."""
+        base = self.key or self.path
+        return f"{base}#{self.revision}" if self.revision else base
 
 
 def make_synthesizer(
@@ -123,8 +132,9 @@ class JobVoices:
         """The clip cache key of `text` spoken as `line` would be (a plan line and its translation)."""
         return clip_key(self.identity_of(line), language, text)
 
-    def request(self, line: TranslatedLine, language: Language) -> SpeechRequest:
-        return SpeechRequest(line.text, language, self.voice_of(line))
+    def request(self, line: TranslatedLine, language: Language, earlier_tries: int = 0) -> SpeechRequest:
+        """`earlier_tries`: runs that already had this line's clip flagged (ClipCache.guard_tries)."""
+        return SpeechRequest(line.text, language, self.voice_of(line), earlier_tries)
 
     def _voice_name(self, line: Line | TranslatedLine) -> str:
         """A line's voice in the manifest: its catalogue voice, "" for the synthesizer's own, and
@@ -197,6 +207,7 @@ def synthesize_lines(
     task synthesising its one line). A device engine runs batches of at most `batch_size` lines, or with
     `auto_batch` as many as its free memory holds (off a GPU: `batch_size`)."""
     log = stage_logger()
+    cache = cache.for_run()  # the flow run's, in the worker threads below too (guard-flagged entries)
     engine = tts_engine(voices.synth.route)
     keys = [voices.key(ln, language.code) for ln in lines]
     missing = [ln for ln, k in zip(lines, keys, strict=True) if cache.get(k) is None]
@@ -215,6 +226,7 @@ def synthesize_lines(
 
     def store(line: TranslatedLine, key: str, clip: SynthesizedClip) -> tuple[Path, dict[str, Any]]:
         guard = clip.extra.get("guard")  # local route: a clip kept after failing its length checks
+        seed = clip.extra.get("seed")  # local route: the seed of the generate call that made the clip
         identity = voices.identity_of(line)
         clone = identity.get("clone")
         meta = {
@@ -222,6 +234,7 @@ def synthesize_lines(
             "attempts": clip.attempts,
             "requests": clip.requests,
             **({"guard": guard} if guard else {}),
+            **({"seed": seed} if seed is not None else {}),
             # revoking a speaker's consent purges the clips made with their voice
             **({CLONE_SPEAKER: clone["speaker_id"]} if isinstance(clone, dict) else {}),
         }
@@ -230,7 +243,6 @@ def synthesize_lines(
             totals["billed_characters"] += clip.billed_characters
             totals["requests"] += clip.requests
             totals["attempts"] += clip.attempts
-            totals["guard_flagged"] += 1 if guard else 0
         log.info(
             "clip lang=%s line=%d voice=%s model=%s characters=%d attempts=%d duration_s=%.2f%s",
             language.code, line.index, identity.get("voice", identity.get("speaker", "")),
@@ -265,7 +277,8 @@ def synthesize_lines(
             assert isinstance(synth, BatchSpeechSynthesizer)
             # languages synthesising at the same time share generate calls (same model, mode and voice)
             same_call = content_key("device-batch", voices.identity_of(batch[0][0]))
-            requests = [voices.request(ln, language) for ln, _ in batch]
+            # a line an earlier run had flagged is retried with seeds that run did not use
+            requests = [voices.request(ln, language, cache.guard_tries(k)) for ln, k in batch]
             try:
                 clips = SHARED_DEVICE.run(same_call, requests, limit(batch), synth.synthesize_requests)
             except UpstreamError as exc:
@@ -288,6 +301,10 @@ def synthesize_lines(
         wav, meta = hit
         link = clips_dir / f"{line.index:04d}.wav"
         _link(wav, link)
+        guard = str(meta.get("guard") or "")
+        if guard:  # flagged clips of the track, new or kept from an earlier run
+            with lock:
+                totals["guard_flagged"] += 1
         return ClipRecord(
             index=line.index,
             path=str(link),
@@ -297,6 +314,8 @@ def synthesize_lines(
             attempts=0 if cached else int(meta.get("attempts", 1)),
             cached=cached,
             key=key,
+            guard=guard,
+            revision=int(meta.get(REVISION, 0)),
         )
 
     records = map_lines(list(zip(lines, keys, strict=True)), one, workers, on_done=progress.advance)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from core.clip_cache import GUARD, GUARD_TRIES, ClipCache
+from core.clip_cache import GUARD, GUARD_TRIES, REVISION, ClipCache
 from tests.speechlike import speechlike
 
 KEY = "ab" + "1" * 62
@@ -47,3 +47,20 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
         assert meta["guard_tries"] == run
     hit = ClipCache(tmp_path).get(KEY)  # tries spent: the flagged clip is used as it is
     assert hit is not None and hit[1][GUARD] == "too_short" and hit[1]["guard_tries"] == GUARD_TRIES
+
+
+def test_a_flow_run_uses_its_own_flagged_clips_and_a_retry_bumps_the_revision(tmp_path: Path) -> None:
+    """Inside a flow the run is the flow run (every task of it, whatever ClipCache instance or thread it
+    uses: for_run pins it for worker threads); guard_tries is what the engine gets to pick new seeds."""
+    audio = speechlike(2.0, RATE).astype(np.float32)
+    run1 = ClipCache(tmp_path, run="run-1")
+    assert run1.guard_tries(KEY) == 0
+    _, meta = run1.put(KEY, audio, RATE, {GUARD: "too_long", "seed": 0})
+    assert meta["guard_run"] == "run-1" and REVISION not in meta
+    assert ClipCache(tmp_path, run="run-1").get(KEY) is not None  # another task of the same run
+    later = ClipCache(tmp_path, run="run-2")
+    assert later.get(KEY) is None and later.guard_tries(KEY) == 1
+    _, meta = later.put(KEY, speechlike(1.0, RATE).astype(np.float32), RATE, {"seed": 3})
+    assert meta[REVISION] == 1 and GUARD not in meta and later.guard_tries(KEY) == 0
+    view = ClipCache(tmp_path).for_run("run-3")
+    assert view.run == "run-3" and view.get(KEY) is not None  # passed: a hit for every run

@@ -24,6 +24,7 @@ import soundfile as sf
 import models.qwen_local_tts as qlt
 from core.errors import ConfigError, InputError, UpstreamError
 from core.languages import Language, get_language
+from models.base import SpeechRequest
 from models.qwen_local_tts import (
     RETRY_SEED_STEP,
     SAMPLE_RATE,
@@ -353,6 +354,28 @@ def test_a_batch_retries_only_its_failing_lines(
     assert calls[1]["text"] == texts[1:]
     assert [c.attempts for c in clips] == [1, 2, 2] and all("guard" not in c.extra for c in clips)
     assert [c.audio.size // SAMPLES_PER_FRAME for c in clips] == [8, 8, 9]
+
+
+def test_a_line_retried_by_a_later_run_gets_seeds_no_earlier_run_used(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SpeechRequest.earlier_tries (the clip cache's guard_tries): run n of a flagged line takes steps
+    (n - 1) * (retries + 1) onwards of the seed sequence, in calls of its own; fresh lines keep run 1's."""
+    tts = QwenLocalTTS(model=str(tiny["custom_voice"]), guard=GUARD, seed=7, retries=1)
+    talker = scripted(monkeypatch, tts, ScriptedTalker([8], [2], [8]))
+    fresh, retried = SpeechRequest(TEXT, EN), SpeechRequest("Second line here...", EN, earlier_tries=2)
+    clips = tts.synthesize_requests([fresh, retried])
+    # the fresh line passes in its call (seed 7); the retried one starts at step 2 * (1 + 1) = 4
+    assert [(c["batch"], c["seed"]) for c in talker.calls] == [
+        (1, 7), (1, 7 + 4 * RETRY_SEED_STEP), (1, 7 + 5 * RETRY_SEED_STEP)
+    ]  # fmt: skip
+    assert clips[0].extra["seed"] == 7 and clips[0].extra["earlier_tries"] == 0
+    assert clips[1].extra["seed"] == 7 + 5 * RETRY_SEED_STEP and clips[1].extra["earlier_tries"] == 2
+    assert clips[1].extra["guard_history"] == ["too_short", "ok"] and "guard" not in clips[1].extra
+    assert tts.identity() == QwenLocalTTS(model=str(tiny["custom_voice"]), guard=GUARD, seed=7,
+                                          retries=1).identity()  # fmt: skip
+    with pytest.raises(ConfigError, match="earlier_tries"):
+        tts.synthesize_requests([SpeechRequest(TEXT, EN, earlier_tries=-1)])
 
 
 def test_engine_failures_become_project_errors(

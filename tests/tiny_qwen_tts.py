@@ -83,7 +83,8 @@ def _text_tokenizer():  # -> transformers.Qwen2TokenizerFast
     return hf_tok
 
 
-def _save_speech_tokenizer(path: Path) -> None:
+def _save_speech_tokenizer(path: Path, audible: bool = False) -> None:
+    import torch
     from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
     from transformers import EncodecFeatureExtractor
 
@@ -106,7 +107,17 @@ def _save_speech_tokenizer(path: Path) -> None:
         decode_upsample_rate=1920,
         encode_downsample_rate=1920,
     )  # fmt: skip
-    Qwen3TTSTokenizerV2Model(config).save_pretrained(str(path))
+    model = Qwen3TTSTokenizerV2Model(config)
+    if audible:  # the codebooks start at zero (every code decodes to silence): make codes sound different
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("_codebook.embedding_sum"):
+                    param.normal_()
+            # random weights leave the output around 1e-8: scale the last (linear) conv to speech level
+            codes = torch.randint(0, CODEBOOK, (1, NUM_QUANTIZERS, 25))
+            level = float(model.decoder(codes).std())
+            model.decoder.decoder[-1].conv.weight.mul_(0.1 / level)
+    model.save_pretrained(str(path))
     # Qwen3TTSTokenizer.encode() runs this feature extractor and reads its padding_mask.
     EncodecFeatureExtractor(
         feature_size=1, sampling_rate=24000, padding_value=0.0, return_attention_mask=True
@@ -159,13 +170,16 @@ def build_tiny_qwen_tts(
     model_size: str = "1b7",
     seed: int = 0,
     never_stop: bool = True,
+    audible: bool = False,
 ) -> dict[str, Path]:
     """Write tiny checkpoints under out_dir/<model_type>/ and return {model_type: directory}.
 
     max_new_tokens goes into generation_config.json (the package default is 2048, as published).
     never_stop zeroes the talker's EOS output row: its logit is then 0 while about half of the 2048 codec
     logits are positive, so EOS is never among the top-k sampled and every clip runs to max_new_tokens
-    (a deterministic stand-in for the real model's "missed EOS" failure, and lengths tests can rely on)."""
+    (a deterministic stand-in for the real model's "missed EOS" failure, and lengths tests can rely on).
+    audible gives the speech tokenizer random codebooks: by default they are zero, as the package initialises
+    them, and every clip decodes to silence; audible clips differ with their codes (so with the seed)."""
     import torch
     from qwen_tts.core.models import Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
 
@@ -174,7 +188,7 @@ def build_tiny_qwen_tts(
     tokenizer = _text_tokenizer()
     token_ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}
     speech_dir = out_dir / "_speech_tokenizer"
-    _save_speech_tokenizer(speech_dir)
+    _save_speech_tokenizer(speech_dir, audible)
     generation = dict(
         do_sample=True, top_k=50, top_p=1.0, temperature=0.9, repetition_penalty=1.05,
         subtalker_dosample=True, subtalker_top_k=50, subtalker_top_p=1.0, subtalker_temperature=0.9,
