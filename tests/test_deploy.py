@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import yaml
 
 from tests.loopback_dashscope import LoopbackDashScope
 from tests.mediacheck import ffprobe_streams
+from tests.service_stop import stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGE_CODES = {"zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru"}
@@ -240,8 +240,7 @@ def test_python_m_flows_serve_runs_a_job_from_its_deployment(
             run = run_deployment(f"dub/{name}", parameters={"config": config}, timeout=300)
             tts_requests = server.count("tts")
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            code = proc.wait(timeout=60)
+            code = stop_service(proc, tmp_path / "serve.log")
     served = (tmp_path / "serve.log").read_text()
     assert run.state is not None and run.state.is_completed(), served[-3000:]
     assert run.name == "dub-sample"

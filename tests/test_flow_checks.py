@@ -6,7 +6,6 @@ The checks run cheapest first: options, key, consent, input, output folder, then
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError, DubError, InputError
+from tests.service_stop import stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "media_samples" / "sample.mp4"
@@ -165,8 +165,7 @@ def test_deployment_runs_fail_fast_with_the_one_line(prefect_harness, tmp_path: 
                 time.sleep(0.5)
         elapsed = time.monotonic() - started
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
+        stop_service(proc, log_path)
     served = log_path.read_text()
     for case, (_, needle) in cases.items():
         state = states[case]

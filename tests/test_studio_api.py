@@ -278,13 +278,13 @@ def test_a_redub_runs_the_configured_deployment(
     and the API reports the deployment's flow run finished. An unknown deployment stops the command with
     one line."""
     import os
-    import signal
     import time
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
     from tests.loopback_dashscope import LoopbackDashScope
+    from tests.service_stop import stop_service
 
     name = "studio-redub"  # its own name: the session's server holds other tests' deployments too
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
@@ -333,8 +333,7 @@ def test_a_redub_runs_the_configured_deployment(
                 status, view, _ = call(server.url + "api/lines")
             requests = dashscope.requests_of("tts")
         finally:
-            os.killpg(serve.pid, signal.SIGINT)
-            serve.wait(timeout=60)
+            stop_service(serve, tmp_path / "serve.log")
     served = (tmp_path / "serve.log").read_text()
     assert run["state"] == "completed" and run["message"] == "re-dubbed", (run, served[-3000:])
     # the page's progress, read from the run's logs (sent by the serving process every 2 s, long before
