@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import site
 import socket
+import sysconfig
 from collections.abc import Mapping
 from importlib.metadata import distributions
 from pathlib import Path
@@ -100,12 +102,23 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def _site_dirs() -> list[str]:
+    """Where distributions are installed, not sys.path: importing setuptools (faster-whisper's imports do,
+    in the flow) appends setuptools/_vendor to sys.path, whose vendored copies made the stamp written
+    after a transcribing run differ from the one computed before the next run (every re-run ran)."""
+    paths = sysconfig.get_paths()
+    dirs = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return sorted({d for d in dirs if Path(d).is_dir()})
+
+
 def _environment(environ: Mapping[str, str] | None) -> dict[str, Any]:
     """`environ`: the environment the user started the command with (the CLI sets variables of its own
     for Prefect and its workers later; those must not make the next run look different)."""
     given = os.environ if environ is None else environ
     env = {k: v for k, v in given.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
-    versions = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})
+    versions = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions(path=_site_dirs())})
     return {"host": socket.gethostname(), "env": env, "distributions": versions}
 
 

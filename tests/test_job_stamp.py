@@ -125,3 +125,19 @@ def test_what_the_stamp_covers(tmp_path: Path) -> None:
     assert not record(config, outputs, report)  # consent is checked on every run of a clone
     dry = build_config(video=video, langs="ja", out=out, cache_dir=tmp_path / "cache", dry_run=True)
     assert not may_stamp(dry)
+
+
+def test_the_stamp_does_not_change_when_the_flow_imports_setuptools(tmp_path: Path) -> None:
+    """faster-whisper's imports pull in setuptools, which appends its _vendor folder to sys.path: the stamp
+    written after a transcribing run must equal the one the next run computes before importing anything."""
+    code = (
+        "import json, sys; from pathlib import Path; from core.config import build_config; "
+        "from core.job_stamp import fingerprint; "
+        f"c = build_config(video=Path({str(tmp_path / 'v.mp4')!r}), langs='ja', out=Path({str(tmp_path)!r}), "
+        "separator='none'); before = fingerprint(c); import setuptools; "
+        "assert any('_vendor' in p for p in sys.path); print(json.dumps(before == fingerprint(c)))"
+    )
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "true"
