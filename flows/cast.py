@@ -74,8 +74,9 @@ def job_voices(job: Path, speaker: str, voice: str | None, tts: str | None) -> d
 
 
 def add(args: argparse.Namespace) -> str:
+    from audio.speech_reader import SpeechReader
     from models.speaker_embedding import EMBEDDING_MODEL
-    from tasks.cast import load_speech, speakers_of
+    from tasks.cast import speakers_of
     from tasks.cast_registry import MIN_PRINT_S, Person, add_person, speaker_print
     from tasks.segment import load_plan
 
@@ -89,8 +90,8 @@ def add(args: argparse.Namespace) -> str:
             f"no speaker {args.speaker!r} in {job / 'segments.json'} ({', '.join(speakers_of(lines))})"
         )
     voices = job_voices(job, args.speaker, args.voice, args.tts)
-    audio, rate = load_speech(job_speech(job))
-    made = speaker_print(audio, rate, own)
+    with SpeechReader(job_speech(job)) as speech:
+        made = speaker_print(speech, own)
     if made is None:
         raise InputError(
             f"{args.speaker} speaks less than {MIN_PRINT_S:g} s in {job}: too little for a voice print"

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from audio.speech_reader import Samples, SpeechReader
 from core.errors import ConfigError
 from models.base import ProgressCallback
 
@@ -141,43 +142,35 @@ def load_audio(path: Path) -> np.ndarray:
     return mono
 
 
-def mel_frames(audio: np.ndarray) -> np.ndarray:
-    """Power mel spectrogram (frames x N_MELS) exactly as resemblyzer computes it, for the whole file."""
+def mel_frames(samples: Samples, f0: int, f1: int) -> np.ndarray:
+    """Power mel spectrogram frames [f0, f1) (frames x N_MELS) exactly as resemblyzer computes them for
+    the whole file: the centred frames of the zero-padded signal, cut out by hand, so a segment's frames
+    are computed from its own samples (a whole film's STFT took GBs; its mel spectrogram 115 MB)."""
     import librosa
 
     n_fft, hop = int(RATE * WINDOW_S), int(RATE * HOP_S)
-    n = 1 + audio.size // hop  # frames of a centred STFT
-    out = np.empty((n, N_MELS), dtype=np.float32)
-    # a block of frames at a time (the centred frames of the zero-padded signal, cut out by hand): the
-    # STFT of a whole film would take GBs (2 h: 1.2 GB of complex spectrum)
+    out = np.empty((max(0, f1 - f0), N_MELS), dtype=np.float32)
     block, half = MEL_BLOCK_FRAMES, n_fft // 2
-    for f0 in range(0, n, block):
-        f1 = min(n, f0 + block)
-        lo, hi = f0 * hop - half, (f1 - 1) * hop + n_fft - half
-        piece = np.zeros(hi - lo, dtype=audio.dtype)
-        piece[max(0, -lo) : max(0, -lo) + max(0, min(hi, audio.size) - max(lo, 0))] = audio[
-            max(lo, 0) : min(hi, audio.size)
-        ]
+    for b0 in range(f0, f1, block):
+        b1 = min(f1, b0 + block)
+        piece = samples.read(b0 * hop - half, (b1 - 1) * hop + n_fft - half)
         mel = librosa.feature.melspectrogram(
             y=piece, sr=RATE, n_fft=n_fft, hop_length=hop, n_mels=N_MELS, center=False
         )
-        out[f0:f1] = mel.T
+        out[b0 - f0 : b1 - f0] = mel.T
     return out
 
 
-def frame_levels(audio: np.ndarray) -> np.ndarray:
+def frame_levels(samples: Samples) -> np.ndarray:
     """RMS level (dBFS) per HOP_S frame over a WINDOW_S window centred on the frame."""
     hop, win = int(RATE * HOP_S), int(RATE * WINDOW_S)
-    n = audio.size // hop + 1
+    n = samples.size // hop + 1
     out = np.empty(n, dtype=np.float32)
     # a block of frames at a time: a whole film's running sum in float64 would take GBs
     for f0 in range(0, n, MEL_BLOCK_FRAMES):
         f1 = min(n, f0 + MEL_BLOCK_FRAMES)
         lo, hi = f0 * hop - win // 2, (f1 - 1) * hop + win - win // 2
-        piece = np.zeros(hi - lo)
-        a, b = max(lo, 0), min(hi, audio.size)
-        if b > a:
-            piece[a - lo : b - lo] = audio[a:b]
+        piece = samples.read(lo, hi).astype(np.float64)
         power = np.concatenate([[0.0], np.cumsum(piece**2)])
         starts = np.arange(f1 - f0) * hop
         energy = (power[starts + win] - power[starts]) / win
@@ -243,11 +236,10 @@ def segments_of(voiced: np.ndarray) -> list[Segment]:
 # -- embeddings -------------------------------------------------------------------------------------------
 
 
-def embed_segments(
-    audio: np.ndarray, mel: np.ndarray, segments: Sequence[Segment], batch: int = 64
-) -> np.ndarray:
+def embed_segments(samples: Samples, segments: Sequence[Segment], batch: int = 64) -> np.ndarray:
     """One unit GE2E embedding per segment, from the segment's own mel frames (level-normalised as
-    resemblyzer normalises an utterance), in batched LSTM passes over length-sorted segments."""
+    resemblyzer normalises an utterance), in batched LSTM passes over length-sorted segments; each
+    segment's samples are read when its batch runs."""
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -265,9 +257,9 @@ def embed_segments(
             lengths = [segments[i].stop - segments[i].start for i in idx]
             block = np.zeros((len(idx), lengths[0], N_MELS), dtype=np.float32)
             for row, i in enumerate(idx):
-                frames = mel[segments[i].start : segments[i].stop]
+                frames = mel_frames(samples, segments[i].start, segments[i].stop)
                 # resemblyzer brings each utterance to -30 dBFS; a power mel scales with the gain squared
-                wave = audio[segments[i].start * hop : segments[i].stop * hop]
+                wave = samples.read(segments[i].start * hop, min(segments[i].stop * hop, samples.size))
                 rms = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) if wave.size else 0.0
                 gain = 10 ** (-30 / 20) / max(rms, 1e-6)
                 block[row, : frames.shape[0]] = frames * gain**2
@@ -418,15 +410,14 @@ class EmbeddingDiarizer:
         hints: SpeakerHints | None = None,
         progress: ProgressCallback | None = None,
     ) -> list[Turn]:
-        audio = load_audio(audio_path)
-        duration = audio.size / RATE
-        voiced = speech_frames(frame_levels(audio), speech, duration)
-        segments = segments_of(voiced)
-        if progress:
-            progress(0.0, 1.0)
-        if not segments:
-            return []
-        embeddings = embed_segments(audio, mel_frames(audio), segments)
+        with SpeechReader(audio_path) as samples:  # read a block at a time (audio/speech_reader.py)
+            voiced = speech_frames(frame_levels(samples), speech, samples.duration)
+            segments = segments_of(voiced)
+            if progress:
+                progress(0.0, 1.0)
+            if not segments:
+                return []
+            embeddings = embed_segments(samples, segments)
         labels = assign_segments(embeddings, [s.seconds for s in segments], hints or SpeakerHints())
         if progress:
             progress(1.0, 1.0)

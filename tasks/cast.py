@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from prefect import task
 
+from audio.speech_reader import RATE as SPEECH_RATE
+from audio.speech_reader import ArrayReader, Samples, SpeechReader, excerpt
 from core.config import CLONE_EVERY_LINE, DubConfig
 from core.errors import ConfigError
 from core.files import content_key, is_fresh, mark_fresh, read_json, write_json_atomic
@@ -109,15 +111,6 @@ def spread_spans(lines: Sequence[Line], limit_s: float) -> list[tuple[float, flo
     return out
 
 
-def _mono(audio: np.ndarray) -> np.ndarray:
-    return np.asarray(audio.mean(axis=1) if audio.ndim > 1 else audio, dtype=np.float32)
-
-
-def _excerpt(audio: np.ndarray, rate: int, spans: Sequence[tuple[float, float]]) -> np.ndarray:
-    pieces = [audio[max(0, int(a * rate)) : int(b * rate)] for a, b in spans]
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-
-
 def median_pitch(audio: np.ndarray, rate: int) -> tuple[float | None, float]:
     """(median F0 of the voiced frames in Hz, voiced seconds) of mono speech, by pYIN at 16 kHz."""
     import librosa
@@ -147,16 +140,15 @@ def sex_from_pitch(f0_hz: float | None, voiced_s: float) -> str:
     return UNKNOWN
 
 
-def estimate_speakers(audio: np.ndarray, rate: int, lines: Sequence[Line]) -> dict[str, SpeakerEstimate]:
+def estimate_speakers(samples: Samples, lines: Sequence[Line]) -> dict[str, SpeakerEstimate]:
     """Per speaker of `lines` (first appearance order): line count, seconds of speech, median pitch and
-    the sex it suggests, measured on `audio` (the job's speech: separated vocals, or the analysis copy)
-    over at most PITCH_SAMPLE_S seconds of the speaker's lines."""
-    mono = _mono(audio)
+    the sex it suggests, measured on `samples` (the job's speech at 16 kHz: separated vocals, or the
+    analysis copy) over at most PITCH_SAMPLE_S seconds of the speaker's lines, read span by span."""
     out: dict[str, SpeakerEstimate] = {}
     for speaker in speakers_of(lines):
         own = [ln for ln in lines if ln.speaker == speaker]
         seconds = sum(max(0.0, ln.end - ln.start) for ln in own)
-        f0, voiced_s = median_pitch(_excerpt(mono, rate, spread_spans(own, PITCH_SAMPLE_S)), rate)
+        f0, voiced_s = median_pitch(excerpt(samples, spread_spans(own, PITCH_SAMPLE_S)), SPEECH_RATE)
         out[speaker] = SpeakerEstimate(
             speaker=speaker,
             lines=len(own),
@@ -393,13 +385,6 @@ def check_cast_speakers(config: DubConfig, speakers: Sequence[str]) -> None:
         )
 
 
-def load_speech(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    return np.asarray(audio), int(rate)
-
-
 def decide_cast(
     config: DubConfig,
     lines: Sequence[Line],
@@ -488,7 +473,7 @@ def cached_estimates(speech: Path, lines: Sequence[Line]) -> dict[str, SpeakerEs
     modification time: it is rewritten only when its own inputs change) and each speaker's line spans,
     so a re-run does not measure pitch again (pYIN and librosa's import: about 3 s of a re-run)."""
     if not lines:
-        return estimate_speakers(np.zeros(0, dtype=np.float32), 16_000, lines)
+        return estimate_speakers(ArrayReader(np.zeros(0, dtype=np.float32)), lines)
     stat = speech.stat()
     spans = [(ln.speaker, round(ln.start, 3), round(ln.end, 3)) for ln in lines]
     key = content_key(
@@ -500,8 +485,8 @@ def cached_estimates(speech: Path, lines: Sequence[Line]) -> dict[str, SpeakerEs
             return {s: SpeakerEstimate(**e) for s, e in read_json(store).items()}
         except (OSError, ValueError, TypeError):
             pass
-    audio, rate = load_speech(speech)
-    estimates = estimate_speakers(audio, rate, lines)
+    with SpeechReader(speech) as samples:  # the lines' spans only (audio/speech_reader.py)
+        estimates = estimate_speakers(samples, lines)
     write_json_atomic(store, {s: asdict(e) for s, e in estimates.items()})
     mark_fresh(store, key)
     return estimates
@@ -527,8 +512,8 @@ def cast(config: DubConfig, lines: list[Line], speech: Path, cast_file: Path) ->
     if people:
         from tasks.cast_registry import match_speakers, speaker_prints
 
-        audio, rate = load_speech(speech)
-        matches = match_speakers(speaker_prints(audio, rate, lines), people)
+        with SpeechReader(speech) as samples:
+            matches = match_speakers(speaker_prints(samples, lines), people)
     casting = decide_cast(config, lines, estimates, previous, matches)
     write_json_atomic(cast_file, cast_to_json(kept_with_edits(casting.entries, previous)))
     for speaker, entry in casting.entries.items():

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from audio.speech_reader import Samples
 from core.errors import ConfigError
 from core.files import read_json, write_json_atomic
 from tasks.segment import Line
@@ -158,26 +159,28 @@ def remove_person(folder: Path, name: str) -> Path:
     return person.path
 
 
-def speaker_print(audio: np.ndarray, rate: int, lines: Sequence[Line]) -> tuple[np.ndarray, float] | None:
+def speaker_print(samples: Samples, lines: Sequence[Line]) -> tuple[np.ndarray, float] | None:
     """The voice print of one speaker's lines (at most PRINT_SAMPLE_S seconds, spread over the video) and
-    the seconds of speech it was made from; None with less than MIN_PRINT_S of speech."""
-    from models.speaker_embedding import embed_spans
+    the seconds of speech it was made from; None with less than MIN_PRINT_S of speech. `samples`: the
+    job's speech at 16 kHz (audio/speech_reader.py), read span by span."""
+    from audio.speech_reader import RATE, excerpt
+    from models.speaker_embedding import embed
     from tasks.cast import spread_spans
 
     spans = spread_spans(lines, PRINT_SAMPLE_S)
     seconds = sum(b - a for a, b in spans)
     if seconds < MIN_PRINT_S:
         return None
-    return embed_spans(audio, rate, spans), seconds
+    return embed(excerpt(samples, spans), RATE), seconds
 
 
-def speaker_prints(audio: np.ndarray, rate: int, lines: Sequence[Line]) -> dict[str, np.ndarray]:
+def speaker_prints(samples: Samples, lines: Sequence[Line]) -> dict[str, np.ndarray]:
     """Speaker -> voice print, for the speakers with enough speech."""
     from tasks.cast import speakers_of
 
     out = {}
     for speaker in speakers_of(lines):
-        made = speaker_print(audio, rate, [ln for ln in lines if ln.speaker == speaker])
+        made = speaker_print(samples, [ln for ln in lines if ln.speaker == speaker])
         if made is not None:
             out[speaker] = made[0]
     return out

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from audio.speech_reader import Samples, SpeechReader
 from core.edits import adopt_proposal, drop_proposal, edited_by_user, proposal_path, write_editable
 from core.errors import InputError
 from core.files import content_key, is_fresh, mark_fresh, write_json_atomic
@@ -180,23 +181,25 @@ ONSET_SEARCH_BACK_S = 0.6  # how far before the recognised start an onset may be
 ONSET_SEARCH_FORWARD_S = 0.6  # tiny.en put a start 0.41 s early on the sample
 
 
-def frame_db(audio: np.ndarray, rate: int) -> np.ndarray:
-    """RMS level per hop in dBFS of a mono signal."""
+def frame_db(samples: Samples) -> np.ndarray:
+    """RMS level per hop in dBFS of a mono signal at ANALYSIS_RATE, read a block of frames at a time (a
+    whole film's gathered frames took GBs; its samples alone, 460 MB for two hours)."""
+    rate = ANALYSIS_RATE
     frame, hop = int(FRAME_S * rate), int(HOP_S * rate)
-    if audio.size < frame:
+    if samples.size < frame:
         return np.full(1, -120.0)
-    n = 1 + (audio.size - frame) // hop
-    # a block of frames at a time: the gathered frames of a whole film would take GBs (2 h: 2.7 GB)
-    rms = np.empty(n, dtype=np.result_type(audio.dtype, np.float32))
+    n = 1 + (samples.size - frame) // hop
+    rms = np.empty(n, dtype=np.float32)
     block = 8192
     idx = np.arange(frame)[None, :] + hop * np.arange(block)[:, None]
     for first in range(0, n, block):
         rows = min(block, n - first)
-        rms[first : first + rows] = np.sqrt(np.mean(audio[idx[:rows] + first * hop] ** 2, axis=1) + 1e-12)
+        piece = samples.read(first * hop, first * hop + (rows - 1) * hop + frame)
+        rms[first : first + rows] = np.sqrt(np.mean(piece[idx[:rows]] ** 2, axis=1) + 1e-12)
     return 20 * np.log10(rms + 1e-12)
 
 
-def refine_line_edges(lines: list[Line], audio: np.ndarray, rate: int, duration: float) -> None:
+def refine_line_edges(lines: list[Line], samples: Samples, duration: float) -> None:
     """Snap each line's edges to where its speech begins and ends in the energy envelope.
 
     Threshold per line: ONSET_BELOW_PEAK_DB under the line's loud level, and at least
@@ -204,8 +207,8 @@ def refine_line_edges(lines: list[Line], audio: np.ndarray, rate: int, duration:
     Start: from the first loud frame at or after the recognised start, walk back while frames stay loud;
     accepted only if a quiet frame is reached inside the search window (else the region is ambiguous
     and the recognised start is kept). End: the last loud frame before the recognised end (+ a little).
-    Edges never cross a neighbouring line."""
-    db = frame_db(audio, rate)
+    Edges never cross a neighbouring line. `samples`: the speech, mono at ANALYSIS_RATE."""
+    db = frame_db(samples)
     last = len(db) - 1
 
     def frame_of(t: float) -> int:
@@ -356,21 +359,6 @@ def load_plan(path: Path) -> tuple[str, list[Line]]:
 # -- Prefect task ------------------------------------------------------------------------------------
 
 
-def load_mono(path: Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
-    from math import gcd
-
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    with sf.SoundFile(str(path)) as f:  # block by block: no second full-length copy for the downmix
-        src = int(f.samplerate)
-        mono = np.empty(int(f.frames), dtype=np.float32)
-        for at in range(0, mono.size, 1 << 20):
-            mono[at : at + (1 << 20)] = f.read(1 << 20, dtype="float32", always_2d=True).mean(axis=1)
-    g = gcd(src, rate)
-    return resample_poly(mono, rate // g, src // g).astype(np.float32) if src != rate else mono
-
-
 def plan_lines_key(lines: list[Line]) -> str:
     """What the rest of the job depends on in a plan (its lines' times and texts)."""
     return content_key("plan", [(ln.index, ln.start, ln.end, ln.text) for ln in lines])
@@ -402,7 +390,8 @@ def build_plan(transcript: Transcript, vocals: Path, turns: list[Turn] | None, s
     if not words:
         raise InputError("no usable speech found (only silence, music or hallucinated text)")
     lines = build_lines(words, transcript.duration)
-    refine_line_edges(lines, load_mono(vocals), ANALYSIS_RATE, transcript.duration)
+    with SpeechReader(vocals) as speech:  # read a block at a time (audio/speech_reader.py)
+        refine_line_edges(lines, speech, transcript.duration)
     if several:
         from tasks.diarize import assign_speakers, split_lines_at_speaker_changes
 

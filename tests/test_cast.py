@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audio.speech_reader import ArrayReader
 from core.config import DubConfig, build_config
 from core.errors import ConfigError
 from models.registry import VoiceInfo
@@ -91,7 +92,7 @@ def test_speakers_are_measured_with_their_pitch_and_sex() -> None:
     audio, lines = conversation(
         [("S1", MALE, TEXTS[0]), ("S2", FEMALE, TEXTS[1]), ("S1", MALE, TEXTS[2]), ("S2", FEMALE, TEXTS[3])]
     )
-    speakers = estimate_speakers(audio, RATE, lines)
+    speakers = estimate_speakers(ArrayReader(audio), lines)
     assert list(speakers) == ["S1", "S2"]
     s1, s2 = speakers["S1"], speakers["S2"]
     assert (s1.sex, s2.sex) == ("M", "F")
@@ -104,7 +105,7 @@ def test_speakers_are_measured_with_their_pitch_and_sex() -> None:
 
 def test_silence_gives_an_unknown_sex() -> None:
     lines = [Line(0, 0.5, 2.0, "Hello.", speaker="S1")]
-    (only,) = estimate_speakers(np.zeros(3 * RATE, dtype=np.float32), RATE, lines).values()
+    (only,) = estimate_speakers(ArrayReader(np.zeros(3 * RATE, dtype=np.float32)), lines).values()
     assert only.sex == "unknown" and only.f0_median_hz is None and only.seconds == 1.5
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import jiwer
 import pytest
 
+from audio.speech_reader import SpeechReader
 from core.errors import ConfigError
 from models.whisper_asr import FasterWhisperTranscriber, resolve_model_name
 from tasks.media import extract_audio, probe_media
-from tasks.segment import ANALYSIS_RATE, build_lines, load_mono, refine_line_edges, usable_words
+from tasks.segment import build_lines, refine_line_edges, usable_words
 
 NORMALISE = jiwer.Compose(
     [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
@@ -42,7 +43,8 @@ def test_word_error_rate_below_15_percent(transcript, sample_truth: dict) -> Non
 
 def test_line_starts_match_ground_truth(transcript, sample_audio: Path, sample_truth: dict) -> None:
     lines = build_lines(usable_words(transcript), transcript.duration)
-    refine_line_edges(lines, load_mono(sample_audio), ANALYSIS_RATE, transcript.duration)
+    with SpeechReader(sample_audio) as speech:  # the source rate: read through its 16 kHz copy
+        refine_line_edges(lines, speech, transcript.duration)
     truth = sample_truth["sentences"]
     assert len(lines) == len(truth)
     errors = [line.start - s["start"] for line, s in zip(lines, truth, strict=True)]
