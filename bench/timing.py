@@ -35,6 +35,7 @@ import soundfile as sf
 import soxr
 
 from audio.fit import fit_clip_to_slot, place_clips, trim_silence
+from audio.speech_reader import ArrayReader
 from bench.espeak_speech import SENTENCES, speak, video_like
 from core.languages import get_language
 from tasks.line import shorten_overlong
@@ -226,7 +227,7 @@ def run(n: int, seed: int) -> dict[str, Any]:
     model = whisper_model()
     transcript = transcribe(model, source)
     lines = build_lines(usable_words(transcript), duration)
-    refine_line_edges(lines, soxr.resample(source, RATE, 16_000).astype(np.float32), 16_000, duration)
+    refine_line_edges(lines, ArrayReader(soxr.resample(source, RATE, 16_000).astype(np.float32)), duration)
     src_runs = speech_runs(vad_frames(source))
     truth_starts = [t for t, _ in truth]
     plan = {

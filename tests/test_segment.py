@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audio.speech_reader import ArrayReader
 from core.errors import InputError
 from models.base import Transcript, TranscriptSegment, Word
 from tasks.segment import (
@@ -297,7 +298,7 @@ def test_refine_snaps_edges_to_the_speech() -> None:
     ]
     lines = [Line(i, s, e, f"line {i}") for i, (s, e) in enumerate(recognised)]
     set_pauses(lines, duration)
-    refine_line_edges(lines, audio, RATE, duration)
+    refine_line_edges(lines, ArrayReader(audio), duration)
 
     for line, (start, end) in zip(lines, truth, strict=True):
         assert abs(line.start - start) <= 0.030, (line, start)
@@ -312,14 +313,14 @@ def test_refine_crosses_a_short_dip_but_not_a_pause() -> None:
     # 60 ms dips just after the true onset and just before the true end, inside the search windows
     audio = speech_signal([(1.0, 3.0)], [(1.15, 1.21), (2.75, 2.81)], 4.0)
     lines = [Line(0, 1.3, 2.7, "x")]  # recognised 0.3 s late at both ends
-    refine_line_edges(lines, audio, RATE, 4.0)
+    refine_line_edges(lines, ArrayReader(audio), 4.0)
     assert abs(lines[0].start - 1.0) <= 0.030
     assert abs(lines[0].end - 3.0) <= 0.050
 
     # a 150 ms silence is a real pause: the onset is the speech after it, the end the speech before it
     audio = speech_signal([(1.0, 3.0)], [(1.15, 1.30), (2.70, 2.85)], 4.0)
     lines = [Line(0, 1.4, 2.6, "x")]
-    refine_line_edges(lines, audio, RATE, 4.0)
+    refine_line_edges(lines, ArrayReader(audio), 4.0)
     assert abs(lines[0].start - 1.30) <= 0.030
     assert abs(lines[0].end - 2.70) <= 0.050
 
@@ -330,7 +331,7 @@ def test_refine_edges_never_cross_neighbours() -> None:
     # line 0 was recognised far too long; line 1's onset search reaches back before line 0's recognised end
     lines = [Line(0, 1.0, 2.6, "a"), Line(1, 2.65, 3.5, "b")]
     set_pauses(lines, 5.0)
-    refine_line_edges(lines, audio, RATE, 5.0)
+    refine_line_edges(lines, ArrayReader(audio), 5.0)
     assert lines[0].end <= lines[1].start
     assert abs(lines[1].start - 2.3) <= 0.030
     assert abs(lines[0].end - 2.0) <= 0.050
@@ -342,7 +343,7 @@ def test_refine_does_not_guess_an_onset_outside_its_search_window() -> None:
     dips = [(round(t, 2), round(t + 0.08, 2)) for t in np.arange(1.1, 3.9, 0.2)]
     audio = speech_signal([(1.0, 4.0)], dips, 5.0)
     lines = [Line(0, 2.0, 3.0, "x")]  # recognised 1 s late: the true onset is beyond the 0.6 s search
-    refine_line_edges(lines, audio, RATE, 5.0)
+    refine_line_edges(lines, ArrayReader(audio), 5.0)
     assert lines[0].start == 2.0  # kept, not moved to the search floor
     assert 2.9 <= lines[0].end <= 3.31
 
@@ -351,7 +352,7 @@ def test_refine_keeps_edges_when_speech_does_not_stand_out() -> None:
     rng = np.random.default_rng(5)
     audio = (rng.standard_normal(5 * RATE) * 0.1).astype(np.float32)  # loud noise, no speech edges
     lines = [Line(0, 1.0, 2.0, "a"), Line(1, 3.0, 4.0, "b")]
-    refine_line_edges(lines, audio, RATE, 5.0)
+    refine_line_edges(lines, ArrayReader(audio), 5.0)
     assert [(ln.start, ln.end) for ln in lines] == [(1.0, 2.0), (3.0, 4.0)]
 
 
