@@ -38,6 +38,7 @@ MAX_REFERENCE_S = 60.0  # enrollment: at most 60 s
 MAX_GAP_S = 0.3  # consecutive lines closer than this form one continuous candidate
 FRAME_S = 0.02  # energy frames of 20 ms every 10 ms
 HOP_S = 0.01
+READ_BLOCK_S = 60.0  # the vocals are scanned for energy this much at a time
 SILENT_PEAK_DBFS = -45.0  # a recording whose loudest sample is below this is silent for our purposes
 QUIET_SPEECH_DBFS = -40.0  # speech frames quieter than this on average: too quiet to clone from
 SPEECH_FLOOR_DBFS = -55.0  # frames below this are never speech
@@ -112,6 +113,53 @@ def frame_power(audio: np.ndarray, rate: int) -> np.ndarray:
     block_power = np.asarray(
         np.mean(np.square(audio[: blocks * hop].reshape(blocks, hop)), axis=1, dtype=np.float64)
     )
+    return np.asarray((block_power[:-1] + block_power[1:]) / 2.0)
+
+
+class _Track(Protocol):
+    """Mono float32 samples of a recording by index range (clipped to the recording)."""
+
+    rate: int
+    size: int
+
+    def read(self, lo: int, hi: int) -> np.ndarray: ...
+
+
+class _ArrayTrack:
+    def __init__(self, audio: np.ndarray, rate: int) -> None:
+        self.audio, self.rate, self.size = _mono(audio), int(rate), int(_mono(audio).size)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        return self.audio[max(0, lo) : max(0, hi)]
+
+
+class _FileTrack:
+    """A sound file read by seeking: a two-hour film's vocals (2.5 GB as float32 stereo, 1.3 GB more as
+    mono) are never in memory; each block is mixed to mono exactly as the whole file would be."""
+
+    def __init__(self, handle: sf.SoundFile) -> None:
+        self.handle, self.rate, self.size = handle, int(handle.samplerate), int(handle.frames)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        lo, hi = max(0, lo), min(self.size, hi)
+        if hi <= lo:
+            return np.zeros(0, dtype=np.float32)
+        self.handle.seek(lo)
+        return _mono(self.handle.read(hi - lo, dtype="float32", always_2d=True))
+
+
+def _track_power(track: _Track) -> np.ndarray:
+    """frame_power of the whole track, computed from blocks of whole 10 ms hops (the same values)."""
+    hop = max(1, round(HOP_S * track.rate))
+    blocks = track.size // hop
+    if blocks < 2:
+        return frame_power(track.read(0, track.size), track.rate)
+    step = max(1, round(READ_BLOCK_S / HOP_S)) * hop
+    parts = []
+    for lo in range(0, blocks * hop, step):
+        piece = track.read(lo, min(lo + step, blocks * hop))
+        parts.append(np.mean(np.square(piece.reshape(-1, hop)), axis=1, dtype=np.float64))
+    block_power = np.concatenate(parts)
     return np.asarray((block_power[:-1] + block_power[1:]) / 2.0)
 
 
@@ -320,10 +368,21 @@ def find_reference_window(
 ) -> ReferenceWindow:
     """The best candidate window (see the module docstring), of plan speaker `speaker`'s lines only when
     given (the other lines bound the windows); InputError when no candidate qualifies."""
-    audio = _mono(audio)
+    return _find_window(_ArrayTrack(audio, rate), lines, min_s, max_s, max_gap_s, speaker)
+
+
+def _find_window(
+    track: _Track,
+    lines: Sequence[TimedLine],
+    min_s: float,
+    max_s: float,
+    max_gap_s: float,
+    speaker: str | None,
+) -> ReferenceWindow:
+    rate = track.rate
     ordered = sorted((ln for ln in lines if ln.end > ln.start), key=lambda ln: ln.start)
-    total_s = audio.size / rate
-    power = frame_power(audio, rate)
+    total_s = track.size / rate
+    power = _track_power(track)
     power_db = _db(power)
     n_frames = power.size
 
@@ -343,7 +402,7 @@ def find_reference_window(
         end = min(total_s, last.end + PAD_AFTER_S, (last.end + next_start) / 2)
         end = min(end, start + max_s)
         a, b = int(start * rate), int(end * rate)
-        segment = audio[a:b]
+        segment = track.read(a, b)
         if segment.size == 0:
             continue
         if clipped_ratio(segment) > SELECT_MAX_CLIPPED_RATIO:
@@ -410,14 +469,16 @@ def select_reference(
     transcript (load_reference reads both) and <wav>.window.json where it came from (times, line indices,
     SNR, voiced ratio; no text)."""
     vocals_wav = Path(vocals_wav)
+    out = out_wav if out_wav is not None else vocals_wav.with_name("clone_reference.wav")
     try:
-        audio, rate = sf.read(str(vocals_wav), dtype="float32", always_2d=True)
+        handle = sf.SoundFile(str(vocals_wav))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise InputError(f"cannot read {vocals_wav.name} ({exc.__class__.__name__})") from None
-    mono = _mono(audio)
-    window = find_reference_window(mono, int(rate), lines, min_s, max_s, max_gap_s, speaker)
-    out = out_wav if out_wav is not None else vocals_wav.with_name("clone_reference.wav")
-    write_reference(mono[int(window.start * rate) : int(window.end * rate)], int(rate), out)
+    with handle:
+        track = _FileTrack(handle)
+        window = _find_window(track, lines, min_s, max_s, max_gap_s, speaker)
+        rate = track.rate
+        write_reference(track.read(int(window.start * rate), int(window.end * rate)), rate, out)
     _keep_transcript(out, window.transcript)
     meta = {k: v for k, v in asdict(window).items() if k != "transcript"}
     write_json_atomic(

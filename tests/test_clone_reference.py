@@ -109,6 +109,52 @@ def test_selection_joins_close_lines_prefers_clean_speech_and_rejects_clipping(
     assert sf.info(str(wav)).samplerate == REFERENCE_RATE and sf.info(str(wav)).channels == 1
 
 
+def test_selection_from_a_file_reads_it_in_blocks_and_equals_the_whole_array(
+    scene: tuple[np.ndarray, list[Line]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """select_reference scans the vocals a block at a time (a film's vocals are GBs): the energy frames,
+    the chosen window and the written reference are those of the whole file read at once, with blocks
+    (0.37 s here) that cut frames, lines and the window anywhere."""
+    import cloning.reference as reference
+
+    audio, lines = scene
+    rng = np.random.default_rng(1)
+    stereo = np.stack([audio, audio + 1e-3 * rng.standard_normal(audio.size).astype(np.float32)], axis=1)
+    vocals = tmp_path / "vocals.wav"
+    sf.write(vocals, stereo, RATE, subtype="FLOAT")
+    whole, _ = sf.read(vocals, dtype="float32", always_2d=True)
+    mono = whole.mean(axis=1)
+    expected = find_reference_window(mono, RATE, lines)
+    piece = mono[int(expected.start * RATE) : int(expected.end * RATE)]
+    reference.write_reference(piece, RATE, tmp_path / "whole.wav")
+
+    reads: list[int] = []
+    real_read = reference._FileTrack.read
+
+    def counting_read(self: reference._FileTrack, lo: int, hi: int) -> np.ndarray:
+        reads.append(hi - lo)
+        return real_read(self, lo, hi)
+
+    monkeypatch.setattr(reference, "READ_BLOCK_S", 0.37)
+    monkeypatch.setattr(reference._FileTrack, "read", counting_read)
+    with sf.SoundFile(str(vocals)) as handle:
+        power = reference._track_power(reference._FileTrack(handle))
+    assert np.array_equal(power, reference.frame_power(mono, RATE))
+    assert max(reads) <= int(0.37 * RATE) + 1  # never the whole file
+
+    reads.clear()
+    wav, transcript = select_reference(vocals, lines, out_wav=tmp_path / "blocks.wav")
+    assert transcript == expected.transcript
+    window = json.loads((tmp_path / "blocks.wav.window.json").read_text())
+    assert (window["start"], window["end"], window["snr_db"]) == (
+        expected.start,
+        expected.end,
+        expected.snr_db,
+    )
+    assert sf.read(wav)[0].tolist() == sf.read(tmp_path / "whole.wav")[0].tolist()
+    assert max(reads) < audio.size // 2  # blocks and candidate windows (at most 15 s + padding), not 20 s
+
+
 def write(path: Path, audio: np.ndarray, rate: int = 24_000) -> Path:
     sf.write(path, audio, rate, subtype="FLOAT")
     return path
