@@ -127,7 +127,8 @@ class _Track(Protocol):
 
 class _ArrayTrack:
     def __init__(self, audio: np.ndarray, rate: int) -> None:
-        self.audio, self.rate, self.size = _mono(audio), int(rate), int(_mono(audio).size)
+        self.audio = _mono(audio)
+        self.rate, self.size = int(rate), int(self.audio.size)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         return self.audio[max(0, lo) : max(0, hi)]
